@@ -1,0 +1,3 @@
+from buildctl.entry import main
+
+main()

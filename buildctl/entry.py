@@ -1,0 +1,24 @@
+"""Console entry point.
+
+The few commands scripts call once per task (SPEC §7) go through buildctl.lean,
+which imports only the standard library; everything else, and all help and shell
+completion, goes through the Typer app.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if not any(k.startswith("_BUILDCTL_COMPLETE") for k in os.environ):
+        from buildctl.lean import try_run
+
+        code = try_run(argv)
+        if code is not None:
+            sys.exit(code)
+    from buildctl.cli import run_app
+
+    sys.exit(run_app(argv))

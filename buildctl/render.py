@@ -1,0 +1,237 @@
+"""All output for people and scripts: Rich tables on a terminal, JSON with stable keys.
+
+Domain functions return plain dicts/lists; commands hand them here. Nothing else
+in buildctl prints tables or JSON. Rich is imported lazily so that importing
+this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+#: Colors by status, shared by runs, waves, assignments, agents, tasks and log events.
+STATUS_STYLES = {
+    "pending": "dim",
+    "draft": "dim",
+    "ready": "cyan",
+    "initializing": "cyan",
+    "assigned": "cyan",
+    "running": "bold blue",
+    "in_progress": "bold blue",
+    "idle": "blue",
+    "paused": "yellow",
+    "completed": "green",
+    "applied": "green",
+    "failed": "bold red",
+    "changed": "bold red",
+    "stuck": "bold magenta",
+    "cancelled": "yellow",
+    "skipped": "yellow",
+    "blocked": "yellow",
+    "archived": "dim",
+    # log event types
+    "task_started": "blue",
+    "task_completed": "green",
+    "task_failed": "bold red",
+    "task_skipped": "yellow",
+    "error": "bold red",
+    "warning": "yellow",
+    "info": "",
+    "checkpoint_created": "cyan",
+    "checkpoint_restored": "magenta",
+    "validation_run": "cyan",
+    "discovery_recorded": "cyan",
+}
+
+#: Columns holding JSON text in the database, decoded into objects in --json output.
+JSON_TEXT_KEYS = {
+    "config", "error_context", "context", "files_snapshot", "metadata",
+    "conflict_details", "suggested_tasks", "attempt_1_context", "attempt_2_context",
+}
+
+
+def iso(ts: str | None) -> str | None:
+    """'2026-11-27 08:00:00.123' (database clock, UTC) -> '2026-11-27T08:00:00.123Z'."""
+    if not ts or not isinstance(ts, str) or len(ts) < 19 or ts[10] not in " T":
+        return ts
+    return ts[:10] + "T" + ts[11:] + ("" if ts.endswith("Z") else "Z")
+
+
+def _is_time_key(key: str) -> bool:
+    return key.endswith("_at") or key in ("timestamp", "last_heartbeat", "attempt_1_time", "attempt_2_time")
+
+
+def jsonable(value: Any) -> Any:
+    """Timestamps to ISO-8601 UTC, JSON-text columns to objects, recursively."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, str) and _is_time_key(k):
+                out[k] = iso(v)
+            elif isinstance(v, str) and k in JSON_TEXT_KEYS:
+                try:
+                    out[k] = json.loads(v)
+                except ValueError:
+                    out[k] = v
+            else:
+                out[k] = jsonable(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def json_text(data: Any, *, indent: int | None = 2) -> str:
+    return json.dumps(jsonable(data), indent=indent, ensure_ascii=False, default=str)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json_text(data) + "\n")
+    sys.stdout.flush()
+
+
+def print_ndjson(row: Any) -> None:
+    sys.stdout.write(json_text(row, indent=None) + "\n")
+    sys.stdout.flush()
+
+
+def print_id(value: str) -> None:
+    """Commands that create something print only its id on stdout."""
+    sys.stdout.write(f"{value}\n")
+    sys.stdout.flush()
+
+
+def info(message: str) -> None:
+    """Messages for people go to stderr, so stdout stays parseable."""
+    sys.stderr.write(f"{message}\n")
+    sys.stderr.flush()
+
+
+def error_line(message: str) -> None:
+    first = " ".join(str(message).split("\n")[0].split()) or "unknown error"
+    sys.stderr.write(f"error: {first}\n")
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------- Rich
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    # Rich honours NO_COLOR itself; a pipe gets plain text.
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def styled_status(status: Any):
+    from rich.text import Text
+
+    s = "" if status is None else str(status)
+    return Text(s, style=STATUS_STYLES.get(s, ""))
+
+
+def short_time(ts: str | None) -> str:
+    """Drop the milliseconds for tables; JSON keeps them."""
+    if not ts:
+        return ""
+    return ts[:19]
+
+
+def progress_bar(done: int, total: int, width: int = 20, failed: int = 0):
+    """A fixed-width bar: green for completed, red for failed, dim for the rest."""
+    from rich.text import Text
+
+    total = max(total or 0, 0)
+    if total == 0:
+        return Text("─" * width, style="dim")
+    good = round(width * min(done, total) / total)
+    bad = min(width - good, round(width * min(failed, total) / total))
+    bar = Text()
+    bar.append("█" * good, style="green")
+    bar.append("█" * bad, style="red")
+    bar.append("░" * (width - good - bad), style="dim")
+    pct = int(100 * (done + failed) / total)
+    bar.append(f" {pct:3d}%")
+    return bar
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    #: "status" colors the cell by STATUS_STYLES; "time" shortens a timestamp.
+    kind: str = "text"
+    justify: str = "left"
+    fmt: Callable[[dict], Any] | None = None
+    max_width: int | None = None
+
+
+def cell(col: Column, row: dict):
+    if col.fmt is not None:
+        return col.fmt(row)
+    value = row.get(col.key)
+    if col.kind == "status":
+        return styled_status(value)
+    if col.kind == "time":
+        return short_time(value)
+    if value is None:
+        return ""
+    return str(value)
+
+
+def build_table(rows: Iterable[dict], columns: list[Column], title: str | None = None):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for col in columns:
+        table.add_column(col.header, justify=col.justify, max_width=col.max_width, overflow="fold")
+    for row in rows:
+        table.add_row(*[cell(col, row) for col in columns])
+    return table
+
+
+def emit(data: Any, columns: list[Column] | None = None, *, as_json: bool, title: str | None = None,
+         empty: str | None = None) -> None:
+    """The one renderer: JSON when asked, else a Rich table (or a message when empty)."""
+    if as_json:
+        print_json(data)
+        return
+    rows = data if isinstance(data, list) else [data]
+    if not rows and empty:
+        info(empty)
+        return
+    console().print(build_table(rows, columns or auto_columns(rows), title))
+
+
+def auto_columns(rows: list[dict]) -> list[Column]:
+    keys = list(rows[0].keys()) if rows else []
+    return [Column(k, k, kind="status" if k == "status" else ("time" if _is_time_key(k) else "text")) for k in keys]
+
+
+def key_values(pairs: list[tuple[str, Any]], title: str | None = None):
+    """A two-column 'field  value' grid for show commands."""
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for k, v in pairs:
+        grid.add_row(k, v if not isinstance(v, (int, float)) or isinstance(v, bool) else str(v))
+    if title:
+        from rich.panel import Panel
+
+        return Panel(grid, title=title, title_align="left", expand=False)
+    return grid
+
+
+def show(*renderables) -> None:
+    c = console()
+    for r in renderables:
+        c.print(r)
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"

@@ -1,0 +1,240 @@
+"""The one place database connections are made.
+
+Stdlib only: the lean hot path (SPEC §7) imports this module, so nothing here may
+import Typer, Rich, pydantic or sqlite-utils.
+
+Every SQL-dialect concern lives here and in ``sql/``. Domain code writes SQLite-
+flavoured SQL with named ``:params`` and the ``NOW`` timestamp expression; a
+PostgreSQL backend plugs in below ``Database`` without the domain code changing.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from buildctl.errors import DatabaseError, NeedsMigration
+
+#: SQLite waits this long for a competing writer before giving up (SPEC §2: ≥ 5 s).
+#: Generous, because 32 processes writing at once is the normal case.
+BUSY_TIMEOUT_MS = 30_000
+
+#: The database clock, with milliseconds: text in SQLite's datetime('now') form, so
+#: comparisons with datetime('now', '-60 seconds') keep working unchanged.
+NOW = "strftime('%Y-%m-%d %H:%M:%f','now')"
+
+MIGRATIONS_TABLE = "buildctl_migrations"
+
+
+# --------------------------------------------------------------------------- location
+
+def default_db_path() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "buildctl" / "buildctl.db"
+
+
+def resolve_location(cli_value: str | None = None) -> str:
+    """--db > BUILDCTL_DB > the user's state folder."""
+    if cli_value:
+        return cli_value
+    env = os.environ.get("BUILDCTL_DB")
+    if env:
+        return env
+    return str(default_db_path())
+
+
+def is_postgres(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+# --------------------------------------------------------------------------- sql files
+
+def sql_dir() -> Path:
+    """sql/ inside the installed package, or at the top of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "sql", here.parent / "sql"):
+        if candidate.is_dir():
+            return candidate
+    raise DatabaseError(f"buildctl's sql/ folder is missing (looked in {here / 'sql'} and {here.parent / 'sql'})")
+
+
+def migration_names() -> list[str]:
+    return sorted(p.name for p in sql_dir().glob("[0-9][0-9][0-9]_*.sql"))
+
+
+_query_cache: dict[str, str] = {}
+
+
+def query_text(name: str) -> str:
+    """A named query from sql/queries/NAME.sql: the SQL a reader sees is the SQL that runs."""
+    text = _query_cache.get(name)
+    if text is None:
+        text = (sql_dir() / "queries" / f"{name}.sql").read_text(encoding="utf-8")
+        _query_cache[name] = text
+    return text
+
+
+# --------------------------------------------------------------------------- connection
+
+class Database:
+    """A configured connection plus the few operations domain code needs.
+
+    Rows come back as plain dicts. Writes go through ``write()``, which opens the
+    transaction with BEGIN IMMEDIATE so that a read-then-write transaction waits
+    for the lock instead of failing with SQLITE_BUSY half-way.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection, location: str):
+        self.conn = conn
+        self.location = location
+
+    # reads ------------------------------------------------------------------
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def query(self, sql: str, params: Any = ()) -> list[dict]:
+        cur = self.conn.execute(sql, params)
+        cols = [d[0] for d in cur.description] if cur.description else []
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def one(self, sql: str, params: Any = ()) -> dict | None:
+        cur = self.conn.execute(sql, params)
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row))
+
+    def scalar(self, sql: str, params: Any = ()) -> Any:
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def named(self, name: str, params: Any = ()) -> list[dict]:
+        """Run sql/queries/NAME.sql."""
+        return self.query(query_text(name), params)
+
+    def now(self) -> str:
+        return self.scalar(f"SELECT {NOW}")
+
+    # transactions -------------------------------------------------------------
+    @contextmanager
+    def write(self) -> Iterator["Database"]:
+        """One short write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator["Database"]:
+        """A consistent snapshot across several SELECTs (WAL readers never block writers)."""
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def configure(conn: sqlite3.Connection) -> None:
+    """The SQLite settings of SPEC §2, applied to every connection."""
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise DatabaseError(f"could not switch the database to WAL mode (it is in {mode!r} mode)")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = NORMAL")
+
+
+def connect(location: str | None = None, *, create: bool = False, check_schema: bool = True) -> Database:
+    """Open the database at ``location`` (resolved as SPEC §2 says).
+
+    ``create`` is for ``migrate`` only: it makes the folder (0700) and the file (0600).
+    Every other command refuses a missing database, and (``check_schema``) one that is
+    behind the newest migration, with one line naming ``buildctl migrate``.
+    """
+    location = resolve_location(location)
+    if is_postgres(location):
+        raise DatabaseError("PostgreSQL URLs are not supported by this build yet; use a SQLite file path")
+    path = Path(location).expanduser()
+    if not path.exists():
+        if not create:
+            raise NeedsMigration(f"no database at {path}; run `buildctl migrate` to create it")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Created 0600 before SQLite opens it; SQLite gives -wal/-shm the same mode.
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, stat.S_IRUSR | stat.S_IWUSR)
+        os.close(fd)
+    try:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=rw" if not create else str(path),
+            uri=not create,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,  # we issue BEGIN IMMEDIATE ourselves
+            check_same_thread=False,
+        )
+        configure(conn)
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from exc
+    db = Database(conn, str(path))
+    if check_schema:
+        try:
+            ensure_current(db)
+        except BaseException:
+            db.close()
+            raise
+    return db
+
+
+def applied_migrations(db: Database) -> dict[str, dict]:
+    exists = db.scalar("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (MIGRATIONS_TABLE,))
+    if not exists:
+        return {}
+    return {r["name"]: r for r in db.query(f"SELECT name, sha256, applied_at FROM {MIGRATIONS_TABLE} ORDER BY name")}
+
+
+def ensure_current(db: Database) -> None:
+    applied = applied_migrations(db)
+    pending = [n for n in migration_names() if n not in applied]
+    if pending:
+        if not applied:
+            raise NeedsMigration(f"database {db.location} has no schema; run `buildctl migrate`")
+        raise NeedsMigration(
+            f"database {db.location} is behind ({len(pending)} pending migration(s), first {pending[0]}); run `buildctl migrate`"
+        )
+
+
+def translate(exc: BaseException, where: Any = None) -> DatabaseError:
+    """Turn a driver error into one readable line."""
+    text = str(exc)
+    low = text.lower()
+    suffix = f" ({where})" if where else ""
+    if "readonly" in low or "read-only" in low:
+        return DatabaseError(f"the database is read-only{suffix}: {text}")
+    if "disk is full" in low or "database or disk is full" in low:
+        return DatabaseError(f"the disk is full; nothing was written{suffix}")
+    if "locked" in low or "busy" in low:
+        return DatabaseError(f"the database stayed locked for more than {BUSY_TIMEOUT_MS // 1000} s{suffix}: {text}")
+    if "unable to open" in low:
+        return DatabaseError(f"cannot open the database{suffix}: {text}")
+    if "not a database" in low or "malformed" in low:
+        return DatabaseError(f"the file is not a healthy buildctl database{suffix}: {text}")
+    return DatabaseError(f"database error{suffix}: {text}")

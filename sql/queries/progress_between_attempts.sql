@@ -1,0 +1,28 @@
+-- B.8 "Check for Progress Between Attempts".
+--
+-- Fixed in two ways: the appendix joins every failed attempt with every later
+-- one (n² pairs, and "later" by timestamp alone, so two failures in the same
+-- second were never compared); here each failed attempt is paired with the next
+-- one only, ordered by (timestamp, id). And it is lane-isolated: both attempts
+-- belong to :execution_id.
+WITH failures AS (
+  SELECT tel.id, tel.timestamp, tel.context,
+         ROW_NUMBER() OVER (ORDER BY tel.timestamp, tel.id) AS attempt
+  FROM task_execution_log tel
+  WHERE tel.execution_id = :execution_id
+    AND tel.task_id = :task_id
+    AND tel.event_type = 'task_failed'
+)
+SELECT
+  tel1.timestamp as attempt_1_time,
+  tel2.timestamp as attempt_2_time,
+  tel1.context as attempt_1_context,
+  tel2.context as attempt_2_context,
+  -- Compare error messages
+  CASE
+    WHEN json_extract(tel1.context, '$.error') = json_extract(tel2.context, '$.error')
+    THEN 0 ELSE 1
+  END as error_changed
+FROM failures tel1
+JOIN failures tel2 ON tel2.attempt = tel1.attempt + 1
+ORDER BY tel1.attempt;

@@ -1,0 +1,18 @@
+-- B.8 "Find Agents with Stale Heartbeats", fixed.
+--
+-- The appendix's query only looks at status = 'running' agents with a
+-- last_heartbeat, so an agent that was spawned and died before its first
+-- heartbeat (last_heartbeat IS NULL) is never found, nor is an idle one. Here an
+-- agent in initializing, running or idle is judged by last_heartbeat, or by
+-- spawned_at when it never sent one (SPEC §4).
+--
+-- :threshold is an SQLite datetime modifier such as '-60 seconds'.
+-- :execution_id limits the search to one run, or is NULL for all runs.
+SELECT bai.*,
+       CAST((julianday('now') - julianday(COALESCE(bai.last_heartbeat, bai.spawned_at))) * 24 * 60 * 60 AS INTEGER)
+         AS seconds_since_heartbeat
+FROM build_agent_instances bai
+WHERE bai.status IN ('initializing', 'running', 'idle')
+  AND COALESCE(bai.last_heartbeat, bai.spawned_at) < datetime('now', :threshold)
+  AND (:execution_id IS NULL OR bai.execution_id = :execution_id)
+ORDER BY COALESCE(bai.last_heartbeat, bai.spawned_at), bai.instance_id;

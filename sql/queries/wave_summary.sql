@@ -1,0 +1,15 @@
+-- B.8 "Get Wave Status Summary", as written.
+SELECT
+  pew.wave_number,
+  pew.status,
+  pew.task_count,
+  pew.completed_count,
+  pew.failed_count,
+  COUNT(DISTINCT bai.instance_id) as active_agents
+FROM parallel_execution_waves pew
+LEFT JOIN wave_task_assignments wta ON pew.wave_id = wta.wave_id
+LEFT JOIN build_agent_instances bai ON wta.instance_id = bai.instance_id
+  AND bai.status = 'running'
+WHERE pew.execution_id = :execution_id
+GROUP BY pew.wave_id
+ORDER BY pew.wave_number;

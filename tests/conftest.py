@@ -1,0 +1,111 @@
+"""Shared fixtures: a real SQLite file per test and a runner for the real `buildctl` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+def buildctl_executable() -> list[str]:
+    """The installed console script next to this interpreter, else `python -m buildctl`."""
+    exe = Path(sys.executable).with_name("buildctl")
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-m", "buildctl"]
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def out(self) -> str:
+        return self.stdout.strip()
+
+
+@pytest.fixture
+def db_path(tmp_path) -> Path:
+    return tmp_path / "state" / "buildctl.db"
+
+
+@pytest.fixture
+def env(tmp_path, db_path) -> dict:
+    e = dict(os.environ)
+    e["BUILDCTL_DB"] = str(db_path)
+    e["NO_COLOR"] = "1"
+    e["COLUMNS"] = "200"
+    e["XDG_STATE_HOME"] = str(tmp_path / "xdg-state")
+    e.pop("BUILDCTL_DEBUG", None)
+    return e
+
+
+@pytest.fixture
+def cli(env):
+    """Run the real `buildctl` in a subprocess: cli("run", "list", check=True)."""
+
+    def run(*args: str, check: bool = False, input: str | None = None, timeout: float = 120, extra_env: dict | None = None,
+            cwd: str | Path | None = None) -> Result:
+        e = env if not extra_env else {**env, **extra_env}
+        p = subprocess.run(buildctl_executable() + [str(a) for a in args], capture_output=True, text=True,
+                           env=e, input=input, timeout=timeout, cwd=cwd)
+        r = Result(p.returncode, p.stdout, p.stderr)
+        if check and p.returncode != 0:
+            raise AssertionError(f"buildctl {' '.join(map(str, args))} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
+        return r
+
+    return run
+
+
+@pytest.fixture
+def migrated(cli, db_path) -> Path:
+    cli("migrate", check=True)
+    return db_path
+
+
+@pytest.fixture
+def db(migrated):
+    """A domain-level connection to the migrated test database."""
+    from buildctl import storage
+
+    d = storage.connect(str(migrated))
+    yield d
+    d.close()
+
+
+def snapshot(path: Path) -> dict:
+    """Every row of every table, to prove a refused command changed nothing."""
+    conn = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        return {t: conn.execute(f'SELECT * FROM "{t}" ORDER BY rowid').fetchall() for t in tables}
+    finally:
+        conn.close()
+
+
+def assert_refused(result: Result, code: int | None = None, contains: str | None = None) -> None:
+    """One `error:` line on stderr, non-zero exit, no traceback."""
+    assert result.returncode != 0, f"expected a refusal, got exit 0: {result.stdout}"
+    if code is not None:
+        assert result.returncode == code, (result.returncode, result.stderr)
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, f"expected one stderr line, got: {result.stderr!r}"
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.stderr
+    if contains:
+        assert contains in lines[0], lines[0]
+
+
+def git_available() -> bool:
+    return shutil.which("git") is not None
