@@ -1,0 +1,52 @@
+"""Durations on the command line and in task files: 90s, 15m, 24h, 30d (and 500ms, 1h30m)."""
+
+from __future__ import annotations
+
+import re
+
+from buildctl.errors import UsageError
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+def parse(text: str | int | float, *, what: str = "duration") -> float:
+    """Seconds in ``text``; a bare number means seconds. Refuses negatives and junk."""
+    if isinstance(text, bool):
+        raise UsageError(f"invalid {what} {text!r}")
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise UsageError(f"invalid {what} {text!r}: must not be negative")
+        return float(text)
+    s = str(text).strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    pos, total = 0, 0.0
+    for m in _PART.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or not s:
+        raise UsageError(f"invalid {what} {text!r}: use a number with a unit, e.g. 90s, 15m, 24h, 30d")
+    return total
+
+
+def sqlite_modifier(seconds: float) -> str:
+    """'-86400.000 seconds': a datetime('now', …) modifier for a cut-off in the past."""
+    return f"-{seconds:.3f} seconds"
+
+
+def human(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = float(seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    return f"{int(seconds // 86400)}d{int(seconds % 86400 // 3600):02d}h"
