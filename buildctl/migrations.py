@@ -67,8 +67,8 @@ def pending_sql(db: Database) -> list[tuple[str, str]]:
     return [(s.name, file_text(s.name)) for s in states if s.state == "pending"]
 
 
-def apply(db: Database) -> list[str]:
-    """Apply every pending file, each atomically with its bookkeeping row."""
+def apply(db: Database, upto: str | None = None) -> list[str]:
+    """Apply every pending file (up to and including ``upto``), each atomically with its bookkeeping row."""
     import sqlite_utils  # not on the hot path: only migrate needs it
 
     # sqlite-utils runs a script statement by statement when a transaction is
@@ -78,6 +78,8 @@ def apply(db: Database) -> list[str]:
         db.execute(BOOKKEEPING_SQL)
     applied = []
     for name, text in pending_sql(db):
+        if upto is not None and name > upto:
+            break
         with db.write():
             # Re-check inside the lock: another migrate may have applied it meanwhile.
             if db.scalar(f"SELECT 1 FROM {MIGRATIONS_TABLE} WHERE name = ?", (name,)):

@@ -1,0 +1,104 @@
+"""The CLI skeleton: help everywhere, --version, --db resolution, the error convention."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import typer
+
+from buildctl import __version__, exitcodes, storage
+from buildctl.cli import app
+from conftest import assert_refused, buildctl_executable
+
+
+def walk(cmd, path=()):
+    yield path, cmd
+    for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+        yield from walk(sub, path + (name,))
+
+
+def test_every_command_and_option_has_help():
+    root = typer.main.get_command(app)
+    missing = []
+    for path, cmd in walk(root):
+        if path and not (cmd.help or "").strip():
+            missing.append(" ".join(path))
+        for p in cmd.params:
+            if p.name == "help":
+                continue
+            if not (getattr(p, "help", None) or "").strip():
+                missing.append(f"{' '.join(path) or 'buildctl'} {p.opts[0] if p.opts else p.name}")
+    assert not missing, f"no help text: {missing}"
+
+
+def test_version(cli):
+    r = cli("--version", check=True)
+    assert r.out == f"buildctl {__version__}"
+
+
+def test_usage_error_is_one_line_exit_2(cli):
+    r = cli("--no-such-flag")
+    assert_refused(r, code=exitcodes.USAGE, contains="No such option")
+    r = cli("migrate", "--bogus")
+    assert_refused(r, code=exitcodes.USAGE, contains="buildctl migrate --help")
+
+
+def test_db_option_beats_environment_beats_state_folder(cli, tmp_path, env):
+    # No --db and no BUILDCTL_DB: the XDG state folder.
+    bare = {k: v for k, v in env.items() if k != "BUILDCTL_DB"}
+    state = tmp_path / "xdg"
+    bare["XDG_STATE_HOME"] = str(state)
+    p = subprocess.run(buildctl_executable() + ["migrate", "--json"], env=bare, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["database"] == str(state / "buildctl" / "buildctl.db")
+    # BUILDCTL_DB wins over the state folder.
+    envdb = tmp_path / "env.db"
+    p = subprocess.run(buildctl_executable() + ["migrate", "--json"], env={**bare, "BUILDCTL_DB": str(envdb)},
+                       capture_output=True, text=True)
+    assert json.loads(p.stdout)["database"] == str(envdb)
+    # --db wins over both.
+    flag = tmp_path / "flag.db"
+    p = subprocess.run(buildctl_executable() + ["--db", str(flag), "migrate", "--json"],
+                       env={**bare, "BUILDCTL_DB": str(envdb)}, capture_output=True, text=True)
+    assert json.loads(p.stdout)["database"] == str(flag)
+
+
+def test_resolve_location_defaults(monkeypatch, tmp_path):
+    monkeypatch.delenv("BUILDCTL_DB", raising=False)
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert storage.resolve_location(None) == str(tmp_path / ".local" / "state" / "buildctl" / "buildctl.db")
+    monkeypatch.setenv("BUILDCTL_DB", "/x/y.db")
+    assert storage.resolve_location(None) == "/x/y.db"
+    assert storage.resolve_location("/z.db") == "/z.db"
+
+
+def test_unreadable_database_is_one_line_not_a_traceback(cli, tmp_path):
+    bad = tmp_path / "garbage.db"
+    bad.write_bytes(b"this is not sqlite at all" * 100)
+    r = cli("--db", str(bad), "migrate", "--status")
+    assert_refused(r, code=exitcodes.DATABASE)
+
+
+def test_internal_errors_show_a_traceback_only_with_debug(tmp_path):
+    code = ("import sys; import buildctl.cli as c; import buildctl.cli.migrate as m;"
+            "m.migrations.status = lambda db: 1/0;"
+            "sys.exit(c.run_app(['migrate', '--status']))")
+    env = {**os.environ, "BUILDCTL_DB": str(tmp_path / "x.db")}
+    env.pop("BUILDCTL_DEBUG", None)
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert p.returncode == exitcodes.INTERNAL
+    assert p.stderr.startswith("error: internal error: ZeroDivisionError") and "Traceback" not in p.stderr
+    p = subprocess.run([sys.executable, "-c", code], env={**env, "BUILDCTL_DEBUG": "1"}, capture_output=True, text=True)
+    assert "Traceback" in p.stderr and "ZeroDivisionError" in p.stderr
+
+
+def test_exit_code_table_in_readme_matches_the_module():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for code, meaning in exitcodes.TABLE:
+        assert f"| {code} | {meaning} |" in readme, f"README exit-code table lacks {code}"

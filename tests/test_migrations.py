@@ -1,0 +1,256 @@
+"""Migrations: a blank database migrated, an older one migrated forward, and the refusals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from buildctl import migrations, storage
+from conftest import assert_refused, buildctl_executable, snapshot
+
+APPENDIX_TABLES = {
+    "build_agent_instances", "agent_heartbeats", "task_execution_log", "parallel_execution_waves",
+    "wave_task_assignments", "task_list_execution_runs", "checkpoints",
+}
+BASE_TABLES = {"task_lists_v2", "tasks", "task_relationships", "task_file_impacts", "parallelism_analysis",
+               "grouping_suggestions"}
+
+# Every index of the appendix, with its partial WHERE clause where it has one.
+APPENDIX_INDEXES = {
+    "idx_build_agents_execution": ("build_agent_instances", None),
+    "idx_build_agents_status": ("build_agent_instances", None),
+    "idx_build_agents_heartbeat": ("build_agent_instances", "status = 'running'"),
+    "idx_heartbeats_instance": ("agent_heartbeats", None),
+    "idx_heartbeats_timestamp": ("agent_heartbeats", None),
+    "idx_exec_log_execution": ("task_execution_log", None),
+    "idx_exec_log_task": ("task_execution_log", None),
+    "idx_exec_log_timestamp": ("task_execution_log", None),
+    "idx_exec_log_errors": ("task_execution_log", "event_type IN ('task_failed', 'error')"),
+    "idx_waves_active": ("parallel_execution_waves", "status IN ('pending', 'running')"),
+    "idx_wave_tasks": ("wave_task_assignments", None),
+    "idx_wave_tasks_instance": ("wave_task_assignments", "instance_id IS NOT NULL"),
+    "idx_exec_runs_list": ("task_list_execution_runs", None),
+    "idx_exec_runs_active": ("task_list_execution_runs", "status IN ('pending', 'running', 'paused')"),
+    "idx_checkpoints_execution": ("checkpoints", None),
+    "idx_checkpoints_task": ("checkpoints", None),
+}
+
+# (table, a valid row minus the constrained column, the column, an invalid value)
+CHECKS = [
+    ("build_agent_instances", "valid_status", "status"),
+    ("task_execution_log", "valid_event_type", "event_type"),
+    ("parallel_execution_waves", "valid_wave_status", "status"),
+    ("wave_task_assignments", "valid_assignment_status", "status"),
+    ("task_list_execution_runs", "valid_run_status", "status"),
+    ("task_lists_v2", "valid_task_list_status", "status"),
+    ("tasks", "valid_task_status", "status"),
+    ("task_file_impacts", "valid_operation", "operation"),
+    ("grouping_suggestions", "valid_suggestion_status", "status"),
+]
+
+
+def schema(path: Path) -> dict[str, dict]:
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall()
+        return {name: {"type": t, "table": tbl, "sql": sql} for t, name, tbl, sql in rows}
+    finally:
+        conn.close()
+
+
+def test_blank_database_gets_every_table_index_and_check(migrated):
+    objects = schema(migrated)
+    tables = {n for n, o in objects.items() if o["type"] == "table"}
+    assert APPENDIX_TABLES | BASE_TABLES | {"buildctl_migrations"} <= tables
+    for name, (table, where) in APPENDIX_INDEXES.items():
+        assert name in objects, name
+        assert objects[name]["type"] == "index" and objects[name]["table"] == table
+        sql = " ".join(objects[name]["sql"].split())
+        if where:
+            assert sql.endswith(f"WHERE {where}"), sql
+        else:
+            assert "WHERE" not in sql, sql
+    # The constraints are named as in the appendix, inside the real table definitions.
+    for table, constraint, _ in CHECKS:
+        assert f"CONSTRAINT {constraint} CHECK" in objects[table]["sql"], (table, constraint)
+    assert "UNIQUE(execution_id, wave_number)" in objects["parallel_execution_waves"]["sql"]
+    assert "UNIQUE(wave_id, task_id)" in objects["wave_task_assignments"]["sql"]
+    assert "UNIQUE(task_list_id, run_number)" in objects["task_list_execution_runs"]["sql"]
+    assert "CHECK (task_a_id < task_b_id)" in objects["parallelism_analysis"]["sql"]
+
+
+def test_connection_settings(db):
+    assert db.scalar("PRAGMA journal_mode") == "wal"
+    assert db.scalar("PRAGMA busy_timeout") >= 5000
+    assert db.scalar("PRAGMA foreign_keys") == 1
+    assert db.scalar("PRAGMA synchronous") == 1  # NORMAL
+
+
+def test_database_file_and_folder_are_private(migrated):
+    assert (migrated.stat().st_mode & 0o777) == 0o600
+    assert (migrated.parent.stat().st_mode & 0o777) == 0o700
+
+
+@pytest.mark.parametrize("table, constraint, column", CHECKS)
+def test_checks_reject_invalid_values(db, table, constraint, column):
+    conn = db.conn
+    conn.execute("INSERT INTO task_lists_v2 (id, name) VALUES ('tl_a', 'a')")
+    conn.execute("INSERT INTO tasks (id, display_id, task_list_id, title, command, position) VALUES ('tk_a', 'T-1', 'tl_a', 't', 'true', 0)")
+    conn.execute("INSERT INTO task_list_execution_runs (execution_id, task_list_id, run_number) VALUES ('ex_a', 'tl_a', 1)")
+    conn.execute("INSERT INTO parallel_execution_waves (wave_id, execution_id, wave_number, task_count) VALUES ('wv_a', 'ex_a', 1, 1)")
+    conn.execute("INSERT INTO build_agent_instances (instance_id, execution_id, wave_number) VALUES ('ag_a', 'ex_a', 1)")
+    valid_rows = {
+        "build_agent_instances": ("INSERT INTO build_agent_instances (instance_id, execution_id, wave_number, status) VALUES ('ag_b', 'ex_a', 1, ?)", "running"),
+        "task_execution_log": ("INSERT INTO task_execution_log (execution_id, event_type, message) VALUES ('ex_a', ?, 'm')", "info"),
+        "parallel_execution_waves": ("INSERT INTO parallel_execution_waves (wave_id, execution_id, wave_number, task_count, status) VALUES ('wv_b', 'ex_a', 2, 0, ?)", "running"),
+        "wave_task_assignments": ("INSERT INTO wave_task_assignments (wave_id, task_id, status) VALUES ('wv_a', 'tk_a', ?)", "pending"),
+        "task_list_execution_runs": ("INSERT INTO task_list_execution_runs (execution_id, task_list_id, run_number, status) VALUES ('ex_b', 'tl_a', 2, ?)", "paused"),
+        "task_lists_v2": ("INSERT INTO task_lists_v2 (id, name, status) VALUES ('tl_b', 'b', ?)", "ready"),
+        "tasks": ("INSERT INTO tasks (id, display_id, task_list_id, title, command, position, status) VALUES ('tk_b', 'T-2', 'tl_a', 't', 'true', 1, ?)", "skipped"),
+        "task_file_impacts": ("INSERT INTO task_file_impacts (task_id, file_path, operation) VALUES ('tk_a', 'a.py', ?)", "UPDATE"),
+        "grouping_suggestions": ("INSERT INTO grouping_suggestions (id, suggested_name, suggested_tasks, status) VALUES ('g1', 'n', '[]', ?)", "accepted"),
+    }
+    sql, good = valid_rows[table]
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        conn.execute(sql, ("bogus",))
+    conn.execute(sql, (good,))  # the same row with a valid value is accepted
+
+
+def test_confidence_range_is_checked(db):
+    db.execute("INSERT INTO task_lists_v2 (id, name) VALUES ('tl_a', 'a')")
+    db.execute("INSERT INTO tasks (id, display_id, task_list_id, title, command, position) VALUES ('tk_a', 'T-1', 'tl_a', 't', 'true', 0)")
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute("INSERT INTO task_file_impacts (task_id, file_path, operation, confidence) VALUES ('tk_a', 'x', 'READ', 1.5)")
+
+
+def test_migrate_twice_is_a_noop_and_status_shows_nothing_pending(cli, migrated):
+    before = snapshot(migrated)
+    again = cli("migrate", "--json", check=True)
+    assert '"applied": []' in again.stdout
+    assert snapshot(migrated) == before
+    status = cli("migrate", "--status", "--json", check=True)
+    import json
+
+    states = json.loads(status.stdout)
+    assert [s["name"] for s in states] == storage.migration_names()
+    assert {s["state"] for s in states} == {"applied"}
+    assert all(s["applied_at"].endswith("Z") for s in states)
+
+
+def test_status_and_dry_run_on_a_missing_database_change_nothing(cli, db_path):
+    status = cli("migrate", "--status", check=True)
+    assert "pending" in status.stdout
+    dry = cli("migrate", "--dry-run", check=True)
+    assert "CREATE TABLE IF NOT EXISTS build_agent_instances" in dry.stdout
+    assert not db_path.exists()
+
+
+def test_dry_run_prints_only_pending_sql(cli, tmp_path, db_path):
+    db = storage.connect(str(db_path), create=True, check_schema=False)
+    migrations.apply(db, upto="072_grouping_suggestions.sql")
+    db.close()
+    before = snapshot(db_path)
+    dry = cli("migrate", "--dry-run", check=True).stdout
+    assert "-- 073_parallel_execution.sql" in dry and "-- 072_grouping_suggestions.sql" not in dry
+    assert snapshot(db_path) == before
+
+
+def test_older_database_is_migrated_forward_keeping_its_rows(cli, db_path):
+    db = storage.connect(str(db_path), create=True, check_schema=False)
+    migrations.apply(db, upto="071_parallelism_analysis.sql")
+    db.execute("INSERT INTO task_lists_v2 (id, name) VALUES ('tl_old', 'kept')")
+    db.close()
+    # Every other command refuses the old database with one line naming migrate.
+    r = cli("tasks", "list")
+    assert_refused(r, code=6, contains="buildctl migrate")
+    cli("migrate", check=True)
+    objects = schema(db_path)
+    assert APPENDIX_TABLES <= set(objects)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT name FROM task_lists_v2").fetchall() == [("kept",)]
+    conn.close()
+
+
+def test_missing_database_is_refused_naming_migrate(cli, db_path):
+    r = cli("tasks", "list")
+    assert_refused(r, code=6, contains="buildctl migrate")
+    assert not db_path.exists()
+
+
+def test_edited_applied_file_is_refused_by_name(cli, migrated, tmp_path, monkeypatch):
+    # Copy the package's sql/ and point a copy of buildctl at it through an edited file.
+    import shutil
+
+    sql_copy = tmp_path / "sqlcopy"
+    shutil.copytree(storage.sql_dir(), sql_copy)
+    with open(sql_copy / "073_parallel_execution.sql", "a") as f:
+        f.write("\n-- an edit after the fact\n")
+    code = (
+        "import sys, buildctl.storage as s, pathlib;"
+        f"s.sql_dir = lambda: pathlib.Path({str(sql_copy)!r});"
+        "from buildctl.cli import run_app; sys.exit(run_app(['migrate']))"
+    )
+    env = {**os.environ, "BUILDCTL_DB": str(migrated)}
+    before = snapshot(migrated)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 5
+    assert p.stderr.startswith("error: applied migration 073_parallel_execution.sql has changed")
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert snapshot(migrated) == before
+
+
+def _tables_match_a_whole_number_of_files(path: Path) -> tuple[int, int]:
+    """(applied files, files whose tables are all present); a half-applied file breaks equality."""
+    conn = sqlite3.connect(path)
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table','index')")}
+        try:
+            applied = {r[0] for r in conn.execute("SELECT name FROM buildctl_migrations")}
+        except sqlite3.OperationalError:
+            applied = set()
+    finally:
+        conn.close()
+    import re
+
+    complete = 0
+    for name in storage.migration_names():
+        text = (storage.sql_dir() / name).read_text()
+        created = set(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", text))
+        present = created & names
+        if name in applied:
+            assert present == created, f"{name} recorded as applied but only partly present"
+            complete += 1
+        else:
+            assert not present, f"{name} not recorded but some of its objects exist: {present}"
+    return len(applied), complete
+
+
+@pytest.mark.slow
+def test_sigkill_during_migrate_leaves_old_or_new_version(tmp_path):
+    """Kill real `migrate` processes at spread-out moments; each file is all-or-nothing."""
+    outcomes = set()
+    for i, delay in enumerate([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.45]):
+        path = tmp_path / f"k{i}" / "b.db"
+        env = {**os.environ, "BUILDCTL_DB": str(path)}
+        proc = subprocess.Popen(buildctl_executable() + ["migrate"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if path.exists():
+            applied, complete = _tables_match_a_whole_number_of_files(path)
+            assert applied == complete
+            outcomes.add(applied)
+        # The next migrate completes the job.
+        done = subprocess.run(buildctl_executable() + ["migrate"], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        applied, complete = _tables_match_a_whole_number_of_files(path)
+        assert applied == complete == len(storage.migration_names())
+    assert outcomes, "no kill landed while the database existed"
