@@ -133,6 +133,13 @@ def styled_status(status: Any):
     return Text(s, style=STATUS_STYLES.get(s, ""))
 
 
+def styled(text: str, status: str):
+    """``text`` in the color of ``status`` (e.g. a count colored as failed)."""
+    from rich.text import Text
+
+    return Text(text, style=STATUS_STYLES.get(status, ""))
+
+
 def short_time(ts: str | None) -> str:
     """Drop the milliseconds for tables; JSON keeps them."""
     if not ts:

@@ -55,7 +55,7 @@ def gc(
         render.emit(rows, [
             render.Column("step", "step"),
             render.Column("count", "would remove" if dry_run else "count", justify="right"),
-            render.Column("status", "status", fmt=lambda r: render.styled_status("completed" if r["status"] == "ok" else "failed")),
+            render.Column("status", "status", fmt=lambda r: render.styled(r["status"], "completed" if r["status"] == "ok" else "failed")),
             render.Column("details", "details", max_width=80),
         ], as_json=False, title=title)
     for s in report.steps:
@@ -65,5 +65,34 @@ def gc(
         raise typer.Exit(exitcodes.FAILED)
 
 
+def doctor(
+    stale_after: Annotated[str, typer.Option("--stale-after", metavar="DURATION", help="Report agents silent for longer than this.")] = "60s",
+    as_json: JsonOption = False,
+) -> None:
+    """Check the database: integrity, foreign keys, migrations, counters vs recounts, orphans, stale agents.
+
+    Exits 1 when anything is found, 0 on a healthy database.
+    """
+    from buildctl import doctor as doc
+
+    threshold = _duration(stale_after, "--stale-after")
+    with open_db(check_schema=False) as db:
+        checks = doc.diagnose(db, stale_after_s=threshold)
+    if as_json:
+        render.print_json({"ok": all(c.ok for c in checks), "checks": doc.as_dicts(checks)})
+    else:
+        rows = [{"check": c.name, "status": "ok" if c.ok else f"{len(c.findings)} finding(s)", "ok": c.ok,
+                 "details": c.description if c.ok else "; ".join(c.findings[:3]) + (" …" if len(c.findings) > 3 else "")}
+                for c in checks]
+        render.emit(rows, [
+            render.Column("check", "check"),
+            render.Column("status", "status", fmt=lambda r: render.styled(r["status"], "completed" if r["ok"] else "failed")),
+            render.Column("details", "details", max_width=100),
+        ], as_json=False, title="doctor")
+    if not all(c.ok for c in checks):
+        raise typer.Exit(exitcodes.FAILED)
+
+
 def register(root: typer.Typer) -> None:
     root.command("gc")(gc)
+    root.command("doctor")(doctor)
