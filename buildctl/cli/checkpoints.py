@@ -1,8 +1,115 @@
-"""`buildctl checkpoint …`: git checkpoints."""
+"""`buildctl checkpoint …`: git checkpoints (create, list, restore)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="Git checkpoints: create, list, restore.", no_args_is_help=True)
+from buildctl import render
+from buildctl.cli.common import CheckpointArg, ExecArg, JsonOption, complete_agent, complete_execution, open_db
+
+app = typer.Typer(
+    help="Git checkpoints: snapshot a working tree without touching HEAD, the index or any file; restore it exactly.",
+    no_args_is_help=True,
+)
+
+RepoOption = Annotated[Optional[str], typer.Option(
+    "--repo", metavar="DIR", help="A folder inside the git working tree (default: the current folder).")]
+
+
+@app.command("create")
+def create(
+    execution: ExecArg,
+    task: Annotated[str, typer.Option("--task", metavar="T", help="Task of the execution's list: display id (T-001) or task id.")],
+    agent: Annotated[Optional[str], typer.Option(
+        "--agent", metavar="ID", help="Agent instance taking the checkpoint (any unique prefix; must belong to EXEC).",
+        autocompletion=complete_agent)] = None,
+    repo: RepoOption = None,
+    message: Annotated[Optional[str], typer.Option("--message", "-m", metavar="M", help="A note stored with the checkpoint.")] = None,
+) -> None:
+    """Snapshot the working tree (tracked and untracked-not-ignored files) into a commit pinned at
+    refs/buildctl/checkpoints/ID; HEAD, the index, the stash and the files stay as they are. Prints the id."""
+    from buildctl import checkpoints
+
+    with open_db() as db:
+        result = checkpoints.create(db, execution, task, agent=agent, repo_dir=repo, message=message)
+    render.print_id(result["id"])
+
+
+@app.command("list")
+def list_(
+    execution: ExecArg,
+    task: Annotated[Optional[str], typer.Option("--task", metavar="T", help="Only this task's checkpoints (T-001 or task id).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """An execution's checkpoints, oldest first."""
+    from buildctl import checkpoints
+
+    with open_db() as db:
+        rows = checkpoints.list_checkpoints(db, execution, task)
+    if as_json:
+        render.print_json(rows)
+        return
+    render.emit(rows, [
+        render.Column("id", "id"),
+        render.Column("task", "task"),
+        render.Column("instance_id", "agent"),
+        render.Column("created_at", "created (UTC)", kind="time"),
+        render.Column("kind", "kind"),
+        render.Column("branch", "branch", fmt=lambda r: r["branch"] or ("(detached)" if r["head"] else "")),
+        render.Column("head", "HEAD", fmt=lambda r: (r["head"] or "(no commits)")[:12]),
+        render.Column("file_count", "files", justify="right"),
+        render.Column("message", "message", max_width=50),
+    ], as_json=False, empty="no checkpoints")
+
+
+def _change_rows(result: dict) -> list[dict]:
+    return [{"change": c["change"], "path": c["path"],
+             "mode": c["mode_checkpoint"] if c["change"] != "removed" else c["mode_now"]} for c in result["changes"]]
+
+
+@app.command("restore")
+def restore(
+    checkpoint: CheckpointArg,
+    execution: Annotated[Optional[str], typer.Option(
+        "--exec", metavar="EXEC", help="The lane restoring: refuse (exit 5) a checkpoint of another execution.",
+        autocompletion=complete_execution)] = None,
+    repo: RepoOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would change (modified, mode, recreated, removed); change nothing.")] = False,
+    reset_index: Annotated[bool, typer.Option(
+        "--reset-index", help="Also put the index back as it was at the checkpoint (default: HEAD and the index stay).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Make the working tree match a checkpoint exactly, after first checkpointing the current state
+    automatically. Prints that automatic checkpoint's id (restore it to undo); ignored files are left alone."""
+    from buildctl import checkpoints
+
+    with open_db() as db:
+        result = checkpoints.restore(db, checkpoint, execution=execution, repo_dir=repo, dry_run=dry_run,
+                                     reset_index=reset_index)
+    counts = result["counts"]
+    summary = ", ".join(f"{counts[k]} {k}" for k in checkpoints.CHANGE_KINDS)
+    if as_json:
+        render.print_json(result)
+        return
+    if dry_run:
+        if result["changes"]:
+            render.emit(_change_rows(result), [
+                render.Column("change", "change"),
+                render.Column("path", "path"),
+                render.Column("mode", "mode"),
+            ], as_json=False)
+        render.info(f"dry run: restoring {result['checkpoint']} would change {len(result['changes'])} file(s) "
+                    f"({summary}); nothing was changed")
+        return
+    render.print_id(result["pre_restore_checkpoint"])
+    render.info(f"restored {result['checkpoint']} in {result['repo']}: {summary}; "
+                f"verified {result['verified_files']} file(s)")
+    if result["kept"]:
+        render.info(f"kept {len(result['kept'])} file(s) that were ignored before the restore: "
+                    + ", ".join(repr(p) for p in result["kept"][:5]) + (", …" if len(result["kept"]) > 5 else ""))
+    render.info(f"undo: buildctl checkpoint restore {result['pre_restore_checkpoint']}")
 
 
 def register(root: typer.Typer) -> None:
