@@ -1,12 +1,21 @@
-"""The execution log: one lane per execution (B.3, SPEC §4). Stdlib only (hot path)."""
+"""The execution log: one lane per execution (B.3, SPEC §4), and the SIA trigger (B.8).
+
+Stdlib only, and cheap to import: ``log add`` runs on the lean hot path (SPEC §7),
+so even ``json`` is imported only by the functions that need it.
+
+Every query names its execution (lane isolation). Reads order by (timestamp, id).
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from buildctl.errors import Conflict, InvalidInput, NotFound, UsageError
+from buildctl.storage import NOW
 
-from buildctl.errors import InvalidInput
-from buildctl.storage import NOW, Database
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - annotations only; typing costs ~6 ms at import
+    from typing import Any, Iterator
+
+    from buildctl.storage import Database
 
 #: The B.3 CHECK list.
 EVENT_TYPES = (
@@ -16,6 +25,21 @@ EVENT_TYPES = (
     "error", "warning", "info",
 )
 ERROR_TYPES = ("task_failed", "error")
+#: A run in one of these states has ended: `log tail --follow` stops after draining.
+ENDED_RUN_STATUSES = ("completed", "failed", "cancelled")
+
+DEFAULT_TAIL = 500
+
+
+def _dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True)
+
+
+def check_type(event_type: str) -> None:
+    if event_type not in EVENT_TYPES:
+        raise InvalidInput(f"unknown event type {event_type!r}; expected one of: {', '.join(EVENT_TYPES)}")
 
 
 def append(db: Database, execution_id: str, event_type: str, message: str, *, task_id: str | None = None,
@@ -25,14 +49,239 @@ def append(db: Database, execution_id: str, event_type: str, message: str, *, ta
     Domain code that changes state (assignments, checkpoints, agents) calls this in
     the same transaction as the change, so the log never disagrees with the tables.
     """
-    if event_type not in EVENT_TYPES:
-        raise InvalidInput(f"unknown event type {event_type!r}; expected one of: {', '.join(EVENT_TYPES)}")
+    check_type(event_type)
     if context is not None and not isinstance(context, dict):
         raise InvalidInput("log context must be a JSON object")
     cur = db.execute(
         "INSERT INTO task_execution_log (execution_id, task_id, instance_id, timestamp, event_type, message, context) "
         f"VALUES (?, ?, ?, {NOW}, ?, ?, ?)",
-        (execution_id, task_id, instance_id, event_type, message,
-         None if context is None else json.dumps(context, ensure_ascii=False, sort_keys=True)),
+        (execution_id, task_id, instance_id, event_type, message, None if context is None else _dumps(context)),
     )
     return cur.lastrowid
+
+
+# --------------------------------------------------------------------------- resolving ids
+
+def resolve_execution(db: Database, value: str) -> dict:
+    """The run row (execution_id, task_list_id, status) for an id or any unique prefix."""
+    sql = "SELECT execution_id, task_list_id, status FROM task_list_execution_runs WHERE execution_id = ?"
+    row = db.one(sql, (value,))
+    if row is None:
+        from buildctl import ids  # only for prefixes: ids imports `secrets`, which is not free
+
+        row = db.one(sql, (ids.resolve_prefix(db, "task_list_execution_runs", "execution_id", value, "execution"),))
+    return row
+
+
+def resolve_task(db: Database, run: dict, value: str) -> str:
+    """A task of the run's list, by display id (``T-001``), task id, or unique task-id prefix."""
+    value = (value or "").strip()
+    if not value:
+        raise UsageError("empty task id")
+    tid = db.scalar("SELECT id FROM tasks WHERE task_list_id = ? AND (display_id = ? OR id = ?) "
+                    "ORDER BY display_id = ? DESC LIMIT 1", (run["task_list_id"], value, value, value))
+    if tid is not None:
+        return tid
+    from buildctl import ids
+
+    try:
+        return ids.resolve_prefix(db, "tasks", "id", value, "task", where="task_list_id = ?", params=(run["task_list_id"],))
+    except NotFound:
+        raise NotFound(f"no task {value!r} in execution {run['execution_id']} (task list {run['task_list_id']})") from None
+
+
+def resolve_agent_in(db: Database, run: dict, value: str) -> str:
+    """An agent id (or unique prefix) that must belong to the run's lane."""
+    from buildctl import agents
+
+    agent = agents.resolve(db, value)
+    if agent["execution_id"] != run["execution_id"]:
+        raise Conflict(f"agent {agent['instance_id']} belongs to execution {agent['execution_id']}, "
+                       f"not {run['execution_id']}")
+    return agent["instance_id"]
+
+
+def parse_context(text: str | dict | None) -> dict | None:
+    """``--context``: a JSON object, or refused with one line."""
+    if text is None or isinstance(text, dict):
+        return text
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"--context is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"--context must be a JSON object, not {type(value).__name__ if value is not None else 'null'}")
+    return value
+
+
+# --------------------------------------------------------------------------- log add
+
+def add(db: Database, execution_id: str, type: str, message: str, task: str | None = None,
+        agent: str | None = None, context_json: str | dict | None = None) -> int:
+    """``log add``: append one event to a lane after validating everything; returns the event id."""
+    check_type(type)
+    if message is None or not str(message).strip():
+        raise InvalidInput("the message is empty")
+    context = parse_context(context_json)
+    with db.write():
+        run = resolve_execution(db, execution_id)
+        task_id = resolve_task(db, run, task) if task is not None else None
+        instance_id = resolve_agent_in(db, run, agent) if agent is not None else None
+        return append(db, run["execution_id"], type, message, task_id=task_id, instance_id=instance_id, context=context)
+
+
+# --------------------------------------------------------------------------- tail / follow
+
+def _filters(db: Database, run: dict, task: str | None, types, errors_only: bool, since_s: float | None) -> dict:
+    """Validate the tail filters and turn them into the parameters of execution_log_filtered.sql."""
+    types = list(types or ())
+    for t in types:
+        check_type(t)
+    if since_s is not None and since_s < 0:
+        raise UsageError("--since must not be negative")
+    from buildctl.durations import sqlite_modifier
+
+    return {
+        "execution_id": run["execution_id"],
+        "task_id": resolve_task(db, run, task) if task is not None else None,
+        "types": _dumps(types) if types else None,
+        "errors_only": 1 if errors_only else 0,
+        "since": sqlite_modifier(since_s) if since_s is not None else None,
+    }
+
+
+def _has_filters(params: dict) -> bool:
+    return bool(params["task_id"] or params["types"] or params["errors_only"] or params["since"])
+
+
+def tail(db: Database, execution_id: str, limit: int = DEFAULT_TAIL, task: str | None = None, types=None,
+         errors_only: bool = False, since_s: float | None = None) -> list[dict]:
+    """The last ``limit`` events of one lane, oldest first (ties by id)."""
+    return _tail(db, execution_id, limit, task, types, errors_only, since_s)[0]
+
+
+def _tail(db, execution_id, limit, task, types, errors_only, since_s) -> tuple[list[dict], int, dict]:
+    if limit is None or int(limit) < 1:
+        raise UsageError(f"-n must be at least 1, not {limit}")
+    with db.read():
+        run = resolve_execution(db, execution_id)
+        params = _filters(db, run, task, types, errors_only, since_s)
+        if _has_filters(params):
+            rows = db.named("execution_log_filtered", {**params, "limit": int(limit)})
+        else:
+            rows = db.named("execution_log_tail", {"execution_id": run["execution_id"], "limit": int(limit)})
+        # The newest id anywhere when the snapshot was taken: follow continues after it.
+        high = db.scalar("SELECT COALESCE(MAX(id), 0) FROM task_execution_log")
+    rows.reverse()
+    return [_event(r) for r in rows], high, params
+
+
+def _event(row: dict) -> dict:
+    """Stable keys for tables and JSON."""
+    return {
+        "id": row["id"],
+        "timestamp": row["timestamp"],
+        "execution_id": row["execution_id"],
+        "event_type": row["event_type"],
+        "task_id": row["task_id"],
+        "task": row.get("display_id"),
+        "instance_id": row["instance_id"],
+        "message": row["message"],
+        "context": row["context"],
+    }
+
+
+def follow(db: Database, execution_id: str, limit: int = DEFAULT_TAIL, task: str | None = None, types=None,
+           errors_only: bool = False, since_s: float | None = None, poll_s: float = 0.2,
+           max_poll_s: float = 1.0, on_ready=None) -> Iterator[dict]:
+    """Yield the tail, then every new event of the lane in id order, until the run has ended.
+
+    Polling is cheap: ``PRAGMA data_version`` tells whether any other connection
+    committed since the last look, and only then is the log queried (by rowid
+    range). The run's status is read *before* each drain, so the events written
+    before the run ended are all printed before the generator stops.
+    ``on_ready`` is called once the starting point is fixed (after the tail).
+    """
+    import time
+
+    rows, last_id, params = _tail(db, execution_id, limit, task, types, errors_only, since_s)
+    yield from rows
+    if on_ready is not None:
+        on_ready()
+    params = {**params, "after_id": last_id}
+    seen_version = None
+    delay = poll_s
+    while True:
+        version = db.scalar("PRAGMA data_version")
+        if version != seen_version:
+            seen_version = version
+            with db.read():
+                status = db.scalar("SELECT status FROM task_list_execution_runs WHERE execution_id = ?",
+                                   (params["execution_id"],))
+                new = db.named("execution_log_after", params)
+            for r in new:
+                params["after_id"] = r["id"]
+                yield _event(r)
+            if status in ENDED_RUN_STATUSES or status is None:
+                return
+            delay = poll_s if new else min(max_poll_s, delay * 1.5)
+        else:
+            delay = min(max_poll_s, delay * 1.5)
+        time.sleep(delay)
+
+
+# --------------------------------------------------------------------------- SIA
+
+def failures(db: Database, execution_id: str, task: str | None = None, min_failures: int = 3) -> list[dict]:
+    """Tasks of the lane that hit the SIA trigger (≥ ``min_failures`` consecutive ``task_failed``).
+
+    For each: whether the error changed between attempts (B.8's progress check on
+    ``context.error``). ``no_progress`` looks at the trigger window, the last
+    ``min_failures`` attempts: the same error each time means the task is stuck,
+    however it failed before that.
+    """
+    if min_failures is None or int(min_failures) < 1:
+        raise UsageError(f"--min must be at least 1, not {min_failures}")
+    min_failures = int(min_failures)
+    out = []
+    with db.read():
+        run = resolve_execution(db, execution_id)
+        task_id = resolve_task(db, run, task) if task is not None else None
+        hits = db.named("consecutive_failures", {"execution_id": run["execution_id"], "task_id": task_id,
+                                                 "min_failures": min_failures})
+        for hit in hits:
+            pairs = db.named("progress_between_attempts", {"execution_id": run["execution_id"], "task_id": hit["id"]})
+            window = pairs[-(min_failures - 1):] if min_failures > 1 else []
+            changed = [p for p in pairs if p["error_changed"]]
+            last = db.one("SELECT message, context FROM task_execution_log WHERE execution_id = ? AND task_id = ? "
+                          "AND event_type = 'task_failed' ORDER BY timestamp DESC, id DESC LIMIT 1",
+                          (run["execution_id"], hit["id"]))
+            out.append({
+                "task_id": hit["id"],
+                "task": hit["display_id"],
+                "title": hit["title"],
+                "failure_count": hit["failure_count"],
+                "sia_triggered": True,
+                "no_progress": not any(p["error_changed"] for p in window),
+                "error_changes": len(changed),
+                "last_error": _error_of(last["context"]) or last["message"],
+                "error_messages": hit["error_messages"],
+                "attempts": [{k: p[k] for k in ("attempt_1_time", "attempt_2_time", "attempt_1_context",
+                                                "attempt_2_context", "error_changed")} for p in pairs],
+            })
+    return out
+
+
+def _error_of(context_text: str | None):
+    if not context_text:
+        return None
+    import json
+
+    try:
+        value = json.loads(context_text)
+    except ValueError:
+        return None
+    return value.get("error") if isinstance(value, dict) else None
+

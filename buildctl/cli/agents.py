@@ -1,9 +1,147 @@
-"""`buildctl agent …`: build agents."""
+"""`buildctl agent …` and the top-level `buildctl heartbeat`: build agents.
+
+`heartbeat` and `agent finish` are generated from buildctl.hotspec (the lean path
+runs them without Typer); the rest are thin Typer commands over buildctl.agents.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
 
 import typer
+
+from buildctl import agents, durations, hotspec, render
+from buildctl.cli import hot
+from buildctl.cli.common import AgentArg, ExecArg, JsonOption, complete_execution, open_db
 
 app = typer.Typer(help="Build agents: spawn, work, list, show, stale, finish.", no_args_is_help=True)
 
 
+def _complete_status(incomplete: str) -> list[str]:
+    return [s for s in agents.STATUSES if s.startswith(incomplete)]
+
+
+OptionalExecArg = Annotated[Optional[str], typer.Argument(
+    metavar="[EXEC]", help="Only this execution (any unique id prefix); all executions when left out.",
+    autocompletion=complete_execution, show_default=False)]
+
+
+@app.command("spawn")
+def spawn(
+    execution: ExecArg,
+    wave: Annotated[Optional[int], typer.Option("--wave", min=1, metavar="N",
+                                                help="Wave number the agent works in (default: the task's wave, "
+                                                     "else the run's current wave).")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", metavar="T",
+                                                help="Task the agent starts on: display id (T-001) or task id; "
+                                                     "must be in the run.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", metavar="JSON",
+                                                  help="JSON object merged over the defaults: maxRetries 3, "
+                                                       "heartbeatIntervalMs 30000, taskTimeoutMs 300000, "
+                                                       "validationTimeoutMs 120000.")] = None,
+) -> None:
+    """Register an agent in a run (status initializing) and print only its instance id."""
+    with open_db() as db:
+        render.print_id(agents.spawn(db, execution, wave=wave, task=task, config=config))
+
+
+AGENT_COLUMNS = [
+    render.Column("instance_id", "Agent"),
+    render.Column("execution_id", "Execution"),
+    render.Column("wave_number", "Wave", justify="right"),
+    render.Column("status", "Status", kind="status"),
+    render.Column("task", "Task"),
+    render.Column("spawned_at", "Spawned", kind="time"),
+    render.Column("last_heartbeat", "Last heartbeat", kind="time"),
+    render.Column("seconds_since_heartbeat", "Silent", justify="right",
+                  fmt=lambda r: durations.human(r.get("seconds_since_heartbeat"))),
+]
+
+
+@app.command("list")
+def list_(
+    execution: OptionalExecArg = None,
+    status: Annotated[Optional[str], typer.Option("--status", metavar="STATUS", autocompletion=_complete_status,
+                                                  help="Only agents in this status: "
+                                                       + ", ".join(agents.STATUSES) + ".")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List agents, oldest first: all of them, or one execution's."""
+    with open_db() as db:
+        rows = agents.list_agents(db, execution, status=status)
+    render.emit(rows, AGENT_COLUMNS, as_json=as_json, empty="no agents")
+
+
+HEARTBEAT_COLUMNS = [
+    render.Column("timestamp", "Time", kind="time"),
+    render.Column("status", "Status", kind="status"),
+    render.Column("task", "Task"),
+    render.Column("progress_percent", "Progress", justify="right"),
+    render.Column("memory_usage_mb", "MB", justify="right"),
+    render.Column("cpu_percent", "CPU %", justify="right"),
+]
+
+
+@app.command("show")
+def show(
+    agent: AgentArg,
+    heartbeats: Annotated[int, typer.Option("--heartbeats", min=0, metavar="N",
+                                            help="How many recent heartbeats to show.")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one agent, its held assignments and its most recent heartbeats."""
+    with open_db() as db:
+        data = agents.show(db, agent, heartbeats=heartbeats)
+    if as_json:
+        render.print_json(data)
+        return
+    pairs = [(k, render.styled_status(data[k]) if k == "status" else ("" if data[k] is None else str(data[k])))
+             for k in ("instance_id", "execution_id", "agent_type", "status", "wave_number", "task", "spawned_at",
+                       "last_heartbeat", "completed_at", "heartbeat_count", "config", "error_context")]
+    out = [render.key_values(pairs, title=f"agent {data['instance_id']}")]
+    if data["assignments"]:
+        out.append(render.build_table(data["assignments"], render.auto_columns(data["assignments"]), title="Assignments"))
+    if data["recent_heartbeats"]:
+        out.append(render.build_table(data["recent_heartbeats"], HEARTBEAT_COLUMNS,
+                                      title=f"Last {len(data['recent_heartbeats'])} heartbeats"))
+    render.show(*out)
+
+
+STALE_COLUMNS = [
+    render.Column("instance_id", "Agent"),
+    render.Column("execution_id", "Execution"),
+    render.Column("status", "Status", kind="status"),
+    render.Column("wave_number", "Wave", justify="right"),
+    render.Column("last_heartbeat", "Last heartbeat", kind="time"),
+    render.Column("spawned_at", "Spawned", kind="time"),
+    render.Column("seconds_since_heartbeat", "Silent", justify="right",
+                  fmt=lambda r: durations.human(r.get("seconds_since_heartbeat"))),
+    render.Column("released", "Released", fmt=lambda r: ", ".join(
+        f"#{x['assignment_id']}→{x['outcome']}" for x in r.get("released") or [])),
+]
+
+
+@app.command("stale")
+def stale(
+    execution: OptionalExecArg = None,
+    threshold: Annotated[str, typer.Option("--threshold", metavar="DURATION",
+                                           help="Silent for longer than this (90s, 5m, …) counts as stale.")] = "60s",
+    mark: Annotated[bool, typer.Option("--mark", help="Set the stale agents stuck (with an error_context) and "
+                                                      "release their running tasks (retry or fail).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Agents (initializing, running or idle) whose last heartbeat — or spawn, if they never
+    sent one — is older than the threshold (B.8, fixed)."""
+    seconds = durations.parse(threshold, what="--threshold")
+    with open_db() as db:
+        rows = agents.mark_stale(db, seconds, execution) if mark else agents.stale(db, seconds, execution)
+    columns = STALE_COLUMNS if mark else STALE_COLUMNS[:-1]
+    render.emit(rows, columns, as_json=as_json, empty=f"no agent silent for more than {durations.human(seconds)}")
+    if mark and rows and not as_json:
+        render.info(f"marked {len(rows)} agent(s) stuck")
+
+
 def register(root: typer.Typer) -> None:
+    hot.register(app, hotspec.AGENT_FINISH)
     root.add_typer(app, name="agent")
+    hot.register(root, hotspec.HEARTBEAT)

@@ -1,17 +1,26 @@
 -- B.8 "Check for Progress Between Attempts".
 --
--- Fixed in two ways: the appendix joins every failed attempt with every later
+-- Fixed in three ways: the appendix joins every failed attempt with every later
 -- one (n² pairs, and "later" by timestamp alone, so two failures in the same
 -- second were never compared); here each failed attempt is paired with the next
--- one only, ordered by (timestamp, id). And it is lane-isolated: both attempts
--- belong to :execution_id.
+-- one only, ordered by (timestamp, id). It is lane-isolated: both attempts
+-- belong to :execution_id. And, like consecutive_failures.sql, it looks only at
+-- the consecutive failures, those after the task's last task_completed.
+--
+-- "The error" is context.error; an event without one is compared by its message
+-- (the appendix's `=` on two NULLs would call every such pair "changed").
 WITH failures AS (
-  SELECT tel.id, tel.timestamp, tel.context,
+  SELECT tel.id, tel.timestamp, tel.context, tel.message,
          ROW_NUMBER() OVER (ORDER BY tel.timestamp, tel.id) AS attempt
   FROM task_execution_log tel
   WHERE tel.execution_id = :execution_id
     AND tel.task_id = :task_id
     AND tel.event_type = 'task_failed'
+    AND tel.id > COALESCE((
+          SELECT MAX(done.id) FROM task_execution_log done
+          WHERE done.execution_id = :execution_id
+            AND done.task_id = :task_id
+            AND done.event_type = 'task_completed'), 0)
 )
 SELECT
   tel1.timestamp as attempt_1_time,
@@ -20,7 +29,8 @@ SELECT
   tel2.context as attempt_2_context,
   -- Compare error messages
   CASE
-    WHEN json_extract(tel1.context, '$.error') = json_extract(tel2.context, '$.error')
+    WHEN COALESCE(json_extract(tel1.context, '$.error'), tel1.message)
+      IS COALESCE(json_extract(tel2.context, '$.error'), tel2.message)
     THEN 0 ELSE 1
   END as error_changed
 FROM failures tel1
