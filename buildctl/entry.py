@@ -18,7 +18,14 @@ def main() -> None:
 
         code = try_run(argv)
         if code is not None:
-            sys.exit(code)
+            # Done: skip the interpreter's teardown, ~5 ms of the hot path's ~50 ms
+            # budget (SPEC §7). The database is closed and committed already.
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except OSError:
+                pass
+            os._exit(code)
     from buildctl.cli import run_app
 
     sys.exit(run_app(argv))
