@@ -1,0 +1,465 @@
+"""The assignment state machine (SPEC §4 "Waves", "Execution runs").
+
+    pending --claim_next--> assigned --start--> running --complete--> completed
+                              |                    |
+                              +------ fail / release ------> pending   (a retry remains)
+                                                        \\--> failed   (for good; dependents -> skipped)
+    pending --(a dependency failed for good, or the run was cancelled)--> skipped
+
+Every public function is ONE ``db.write()`` transaction (BEGIN IMMEDIATE). Each
+status change moves the counters it affects in the same transaction — run
+``total/completed/failed/skipped_tasks``, wave ``task_count/completed_count/
+failed_count`` — and writes its log event there too, so the counters always equal a
+recount (``recount()``) and the log never disagrees with the tables. An assignment
+that is not assigned/running is refused (``Conflict``) by complete/fail/release, so a
+double report cannot count twice.
+
+Stdlib only (the worker imports it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from buildctl import execlog
+from buildctl.errors import Conflict, NotFound, UsageError
+from buildctl.storage import NOW, Database
+
+ACTIVE = ("pending", "assigned", "running")
+HELD = ("assigned", "running")
+ENDED = ("completed", "failed", "skipped")
+RUN_OPEN = ("pending", "running", "paused")
+RUN_ENDED = ("completed", "failed", "cancelled")
+#: Agents in these states are not handed new work.
+AGENT_OUT = ("completed", "failed", "stuck")
+
+_LOAD = """
+SELECT a.id AS assignment_id, a.status, a.instance_id, a.wave_id, a.task_id, a.assigned_at,
+       w.wave_number, w.execution_id, r.status AS run_status, r.task_list_id,
+       t.display_id, t.title, t.command, t.validate_command, t.timeout_s
+FROM wave_task_assignments a
+JOIN parallel_execution_waves w ON w.wave_id = a.wave_id
+JOIN task_list_execution_runs r ON r.execution_id = w.execution_id
+JOIN tasks t ON t.id = a.task_id
+WHERE a.id = ?
+"""
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _assignment_id(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"invalid assignment id {value!r}: expected an integer") from None
+
+
+def _load(db: Database, assignment_id: Any) -> dict:
+    aid = _assignment_id(assignment_id)
+    row = db.one(_LOAD, (aid,))
+    if row is None:
+        raise NotFound(f"no assignment {aid}")
+    return row
+
+
+def _require_held(row: dict, instance_id: str | None, verb: str) -> None:
+    if row["status"] not in HELD:
+        raise Conflict(
+            f"cannot {verb} assignment {row['assignment_id']} ({row['display_id']}): it is {row['status']}, "
+            "not assigned or running"
+        )
+    if instance_id is not None and row["instance_id"] != instance_id:
+        raise Conflict(
+            f"cannot {verb} assignment {row['assignment_id']} ({row['display_id']}): it is held by agent "
+            f"{row['instance_id']}, not {instance_id}"
+        )
+
+
+def failed_attempts(db: Database, execution_id: str, task_id: str) -> int:
+    """Failed attempts of a task in one execution = its task_failed events in that lane."""
+    return db.scalar(
+        "SELECT COUNT(*) FROM task_execution_log WHERE execution_id = ? AND task_id = ? AND event_type = 'task_failed'",
+        (execution_id, task_id),
+    ) or 0
+
+
+def _agent_released(db: Database, instance_id: str | None, task_id: str) -> None:
+    """The agent no longer holds the task: idle again, unless it was stuck or has ended."""
+    if not instance_id:
+        return
+    db.execute(
+        "UPDATE build_agent_instances SET "
+        "  status = CASE WHEN status IN ('stuck', 'completed', 'failed') THEN status ELSE 'idle' END, "
+        "  current_task_id = CASE WHEN status IN ('completed', 'failed') THEN current_task_id ELSE NULL END "
+        "WHERE instance_id = ? AND (current_task_id IS NULL OR current_task_id = ?)",
+        (instance_id, task_id),
+    )
+
+
+def list_status_for_run(db: Database, task_list_id: str) -> None:
+    """Keep task_lists_v2.status in step with its newest run."""
+    run = db.one(
+        "SELECT status FROM task_list_execution_runs WHERE task_list_id = ? ORDER BY run_number DESC LIMIT 1",
+        (task_list_id,),
+    )
+    if run is None:
+        return
+    status = {"pending": "in_progress", "running": "in_progress", "paused": "paused",
+              "completed": "completed", "failed": "ready", "cancelled": "ready"}[run["status"]]
+    db.execute(
+        f"UPDATE task_lists_v2 SET status = ?, updated_at = {NOW} WHERE id = ? AND status <> ? AND status <> 'archived'",
+        (status, task_list_id, status),
+    )
+
+
+def settle(db: Database, execution_id: str) -> None:
+    """End the waves and the run whose assignments have all ended (inside the caller's write).
+
+    A wave is completed when all its assignments ended completed or skipped, failed
+    when one of them failed. The run is completed when all ended and none failed,
+    failed when any failed. Cancelled waves and runs keep their status.
+    """
+    db.execute(
+        f"""
+        UPDATE parallel_execution_waves SET
+          status = CASE WHEN EXISTS (SELECT 1 FROM wave_task_assignments a
+                                     WHERE a.wave_id = parallel_execution_waves.wave_id AND a.status = 'failed')
+                        THEN 'failed' ELSE 'completed' END,
+          completed_at = {NOW}
+        WHERE execution_id = ? AND status IN ('pending', 'running')
+          AND NOT EXISTS (SELECT 1 FROM wave_task_assignments a
+                          WHERE a.wave_id = parallel_execution_waves.wave_id
+                            AND a.status IN ('pending', 'assigned', 'running'))
+        """,
+        (execution_id,),
+    )
+    cur = db.execute(
+        f"""
+        UPDATE task_list_execution_runs SET
+          status = CASE WHEN failed_tasks > 0 THEN 'failed' ELSE 'completed' END,
+          completed_at = {NOW}
+        WHERE execution_id = ? AND status IN ('pending', 'running', 'paused')
+          AND NOT EXISTS (SELECT 1 FROM wave_task_assignments a
+                          JOIN parallel_execution_waves w ON w.wave_id = a.wave_id
+                          WHERE w.execution_id = ? AND a.status IN ('pending', 'assigned', 'running'))
+        """,
+        (execution_id, execution_id),
+    )
+    if cur.rowcount:
+        list_id = db.scalar("SELECT task_list_id FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
+        list_status_for_run(db, list_id)
+
+
+def _set_status(db: Database, assignment_id: int, old: tuple[str, ...], new: str, *, extra: str = "",
+                params: tuple = ()) -> None:
+    marks = ",".join("?" * len(old))
+    cur = db.execute(
+        f"UPDATE wave_task_assignments SET status = ?{extra} WHERE id = ? AND status IN ({marks})",
+        (new, *params, assignment_id, *old),
+    )
+    if cur.rowcount != 1:  # the row changed under us; impossible inside BEGIN IMMEDIATE, but never count twice
+        raise Conflict(f"assignment {assignment_id} changed state concurrently; nothing was written")
+
+
+def skip_pending(db: Database, execution_id: str, rows: list[dict], *, reason: str, message: str,
+                 context: dict | None = None) -> int:
+    """Mark pending assignments skipped, with counters and one task_skipped event each (caller's write)."""
+    n = 0
+    for r in rows:
+        cur = db.execute(
+            f"UPDATE wave_task_assignments SET status = 'skipped', completed_at = {NOW} WHERE id = ? AND status = 'pending'",
+            (r["assignment_id"],),
+        )
+        if cur.rowcount != 1:
+            continue
+        n += 1
+        db.execute(f"UPDATE tasks SET status = 'skipped', updated_at = {NOW} WHERE id = ?", (r["task_id"],))
+        execlog.append(
+            db, execution_id, "task_skipped", message.format(task=r["display_id"]), task_id=r["task_id"],
+            context={**(context or {}), "reason": reason, "wave": r["wave_number"], "assignment_id": r["assignment_id"]},
+        )
+    if n:
+        db.execute("UPDATE task_list_execution_runs SET skipped_tasks = skipped_tasks + ? WHERE execution_id = ?",
+                   (n, execution_id))
+    return n
+
+
+def _skip_dependents(db: Database, row: dict) -> list[str]:
+    """Every transitive dependent of the failed task still pending in this run -> skipped."""
+    rows = db.query(
+        """
+        WITH RECURSIVE dep(id) AS (
+          SELECT source_task_id FROM task_relationships
+          WHERE target_task_id = :task AND relationship_type = 'depends_on'
+          UNION
+          SELECT r.source_task_id FROM task_relationships r JOIN dep ON r.target_task_id = dep.id
+          WHERE r.relationship_type = 'depends_on'
+        )
+        SELECT a.id AS assignment_id, a.task_id, w.wave_number, t.display_id
+        FROM wave_task_assignments a
+        JOIN parallel_execution_waves w ON w.wave_id = a.wave_id
+        JOIN tasks t ON t.id = a.task_id
+        WHERE w.execution_id = :exec AND a.status = 'pending' AND a.task_id IN (SELECT id FROM dep)
+        ORDER BY w.wave_number, t.position, a.id
+        """,
+        {"task": row["task_id"], "exec": row["execution_id"]},
+    )
+    skip_pending(
+        db, row["execution_id"], rows, reason="dependency_failed",
+        message="{task} skipped: it depends on " + row["display_id"] + ", which failed",
+        context={"failed_task": row["display_id"], "failed_task_id": row["task_id"]},
+    )
+    return [r["display_id"] for r in rows]
+
+
+# --------------------------------------------------------------------------- claim
+
+def _claimable(db: Database, execution_id: str) -> tuple[dict | None, str]:
+    """The next pending assignment that may be handed out now, and the state ('work'/'wait'/'done')."""
+    run = db.one(
+        "SELECT r.execution_id, r.status, l.max_parallel_agents FROM task_list_execution_runs r "
+        "JOIN task_lists_v2 l ON l.id = r.task_list_id WHERE r.execution_id = ?",
+        (execution_id,),
+    )
+    if run is None:
+        raise NotFound(f"no execution {execution_id!r}")
+    if run["status"] in RUN_ENDED:
+        return None, "done"
+    wave = db.one(
+        "SELECT w.wave_id, w.wave_number FROM parallel_execution_waves w WHERE w.execution_id = ? "
+        "AND EXISTS (SELECT 1 FROM wave_task_assignments a WHERE a.wave_id = w.wave_id "
+        "            AND a.status IN ('pending', 'assigned', 'running')) "
+        "ORDER BY w.wave_number LIMIT 1",
+        (execution_id,),
+    )
+    if wave is None:
+        return None, "done"
+    if run["status"] == "paused":
+        return None, "wait"
+    held = db.scalar(
+        "SELECT COUNT(*) FROM wave_task_assignments a JOIN parallel_execution_waves w ON w.wave_id = a.wave_id "
+        "WHERE w.execution_id = ? AND a.status IN ('assigned', 'running')",
+        (execution_id,),
+    )
+    if held >= run["max_parallel_agents"]:
+        return None, "wait"
+    nxt = db.one(
+        "SELECT a.id AS assignment_id, a.task_id FROM wave_task_assignments a JOIN tasks t ON t.id = a.task_id "
+        "WHERE a.wave_id = ? AND a.status = 'pending' ORDER BY t.position, a.id LIMIT 1",
+        (wave["wave_id"],),
+    )
+    if nxt is None:
+        return None, "wait"  # the barrier: the lowest unfinished wave has only held assignments left
+    return {**nxt, **wave}, "work"
+
+
+def claim_next(db: Database, execution_id: str, instance_id: str) -> dict | None:
+    """Atomically hand the next pending assignment of the lowest unfinished wave to an agent.
+
+    Only when the run is pending or running, and fewer than the list's
+    max_parallel_agents assignments are assigned or running. Returns None when
+    nothing can be handed out now (see ``run_state`` for whether to wait or stop).
+    """
+    with db.write():
+        agent = db.one("SELECT instance_id, execution_id, status FROM build_agent_instances WHERE instance_id = ?",
+                       (instance_id,))
+        if agent is None:
+            raise NotFound(f"no agent {instance_id!r}")
+        if agent["execution_id"] != execution_id:
+            raise Conflict(f"agent {instance_id} belongs to execution {agent['execution_id']}, not {execution_id}")
+        if agent["status"] in AGENT_OUT:
+            raise Conflict(f"agent {instance_id} is {agent['status']}; it cannot take new work")
+        pick, _state = _claimable(db, execution_id)
+        if pick is None:
+            return None
+        aid = pick["assignment_id"]
+        _set_status(db, aid, ("pending",), "assigned", extra=f", instance_id = ?, assigned_at = {NOW}",
+                    params=(instance_id,))
+        db.execute(
+            f"UPDATE task_list_execution_runs SET status = 'running', started_at = COALESCE(started_at, {NOW}) "
+            "WHERE execution_id = ? AND status = 'pending'",
+            (execution_id,),
+        )
+        db.execute(
+            f"UPDATE parallel_execution_waves SET status = 'running', started_at = COALESCE(started_at, {NOW}) "
+            "WHERE wave_id = ? AND status = 'pending'",
+            (pick["wave_id"],),
+        )
+        db.execute(
+            "UPDATE build_agent_instances SET current_task_id = ?, wave_number = ?, status = 'running' WHERE instance_id = ?",
+            (pick["task_id"], pick["wave_number"], instance_id),
+        )
+        list_id = db.scalar("SELECT task_list_id FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
+        list_status_for_run(db, list_id)
+        row = _load(db, aid)
+        attempt = 1 + failed_attempts(db, execution_id, row["task_id"])
+    return {
+        "assignment_id": aid,
+        "execution_id": execution_id,
+        "instance_id": instance_id,
+        "wave_id": row["wave_id"],
+        "wave_number": row["wave_number"],
+        "task_id": row["task_id"],
+        "display_id": row["display_id"],
+        "title": row["title"],
+        "command": row["command"],
+        "validate_command": row["validate_command"],
+        "timeout_s": row["timeout_s"],
+        "attempt": attempt,
+        "assigned_at": row["assigned_at"],
+    }
+
+
+def run_state(db: Database, execution_id: str) -> str:
+    """'work' (something is claimable now), 'wait' (barrier, limit or pause holds; more
+    will come), or 'done' (the run ended, or nothing is pending, assigned or running)."""
+    with db.read():
+        _pick, state = _claimable(db, execution_id)
+    return state
+
+
+# --------------------------------------------------------------------------- transitions
+
+def start(db: Database, assignment_id: Any, instance_id: str, *, context: dict | None = None) -> dict:
+    """assigned -> running, by the agent that holds it. Writes the ``task_started`` event
+    (callers must not log it again) and marks the task in_progress."""
+    with db.write():
+        row = _load(db, assignment_id)
+        if row["status"] != "assigned":
+            raise Conflict(f"cannot start assignment {row['assignment_id']} ({row['display_id']}): it is {row['status']}, not assigned")
+        if row["instance_id"] != instance_id:
+            raise Conflict(f"cannot start assignment {row['assignment_id']} ({row['display_id']}): it is held by agent "
+                           f"{row['instance_id']}, not {instance_id}")
+        _set_status(db, row["assignment_id"], ("assigned",), "running")
+        db.execute(f"UPDATE tasks SET status = 'in_progress', updated_at = {NOW} WHERE id = ?", (row["task_id"],))
+        attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
+        execlog.append(
+            db, row["execution_id"], "task_started", f"{row['display_id']} started (attempt {attempt})",
+            task_id=row["task_id"], instance_id=instance_id,
+            context={**(context or {}), "attempt": attempt, "wave": row["wave_number"], "assignment_id": row["assignment_id"]},
+        )
+    return {"assignment_id": row["assignment_id"], "status": "running", "attempt": attempt}
+
+
+def complete(db: Database, assignment_id: Any, *, instance_id: str | None = None, context: dict | None = None) -> dict:
+    """assigned/running -> completed, with counters, task status, wave/run status and the
+    ``task_completed`` event, in one transaction."""
+    with db.write():
+        row = _load(db, assignment_id)
+        _require_held(row, instance_id, "complete")
+        aid = row["assignment_id"]
+        attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
+        _set_status(db, aid, HELD, "completed", extra=f", completed_at = {NOW}")
+        db.execute("UPDATE task_list_execution_runs SET completed_tasks = completed_tasks + 1 WHERE execution_id = ?",
+                   (row["execution_id"],))
+        db.execute("UPDATE parallel_execution_waves SET completed_count = completed_count + 1 WHERE wave_id = ?",
+                   (row["wave_id"],))
+        db.execute(f"UPDATE tasks SET status = 'completed', updated_at = {NOW} WHERE id = ?", (row["task_id"],))
+        execlog.append(
+            db, row["execution_id"], "task_completed", f"{row['display_id']} completed",
+            task_id=row["task_id"], instance_id=row["instance_id"],
+            context={**(context or {}), "attempt": attempt, "wave": row["wave_number"], "assignment_id": aid},
+        )
+        _agent_released(db, row["instance_id"], row["task_id"])
+        settle(db, row["execution_id"])
+    return {"assignment_id": aid, "status": "completed", "attempt": attempt}
+
+
+def _fail(db: Database, row: dict, *, error: str, max_retries: int, context: dict | None, kind: str) -> str:
+    if max_retries is None or int(max_retries) < 0:
+        raise UsageError(f"max_retries must be >= 0, not {max_retries!r}")
+    max_retries = int(max_retries)
+    aid = row["assignment_id"]
+    attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
+    retry = attempt < 1 + max_retries
+    error = str(error) if error is not None else ""
+    ctx = {**(context or {}), "attempt": attempt, "error": error, "max_retries": max_retries,
+           "will_retry": retry, "wave": row["wave_number"], "assignment_id": aid}
+    if kind == "release":
+        ctx["released"] = True
+    verb = "released" if kind == "release" else "failed"
+    tail = f"; retry {attempt} of {max_retries} follows" if retry else "; no retries left"
+    execlog.append(
+        db, row["execution_id"], "task_failed",
+        f"{row['display_id']} {verb} (attempt {attempt}): {error}{tail}",
+        task_id=row["task_id"], instance_id=row["instance_id"], context=ctx,
+    )
+    if retry:
+        _set_status(db, aid, HELD, "pending", extra=", instance_id = NULL, assigned_at = NULL")
+        db.execute(f"UPDATE tasks SET status = 'pending', updated_at = {NOW} WHERE id = ?", (row["task_id"],))
+        _agent_released(db, row["instance_id"], row["task_id"])
+        return "retry"
+    _set_status(db, aid, HELD, "failed", extra=f", completed_at = {NOW}")
+    db.execute("UPDATE task_list_execution_runs SET failed_tasks = failed_tasks + 1 WHERE execution_id = ?",
+               (row["execution_id"],))
+    db.execute("UPDATE parallel_execution_waves SET failed_count = failed_count + 1 WHERE wave_id = ?", (row["wave_id"],))
+    db.execute(f"UPDATE tasks SET status = 'failed', updated_at = {NOW} WHERE id = ?", (row["task_id"],))
+    _skip_dependents(db, row)
+    _agent_released(db, row["instance_id"], row["task_id"])
+    settle(db, row["execution_id"])
+    return "failed"
+
+
+def fail(db: Database, assignment_id: Any, *, error: str, max_retries: int, instance_id: str | None = None,
+         context: dict | None = None) -> str:
+    """A failed attempt: ``task_failed`` event (context has attempt and error). Back to
+    pending while attempts < 1 + max_retries ('retry'); else failed for good, its
+    transitive dependents still pending in this run skipped ('failed')."""
+    with db.write():
+        row = _load(db, assignment_id)
+        _require_held(row, instance_id, "fail")
+        return _fail(db, row, error=error, max_retries=max_retries, context=context, kind="fail")
+
+
+def release(db: Database, assignment_id: Any, *, reason: str, max_retries: int, instance_id: str | None = None) -> str:
+    """Take an assignment back from a stuck or stale agent: a failed attempt with
+    error=reason. Returns 'pending' (a retry remains) or 'failed'."""
+    with db.write():
+        row = _load(db, assignment_id)
+        _require_held(row, instance_id, "release")
+        outcome = _fail(db, row, error=reason, max_retries=max_retries, context=None, kind="release")
+    return "pending" if outcome == "retry" else "failed"
+
+
+# --------------------------------------------------------------------------- recount
+
+def recount(db: Database, execution_id: str) -> dict:
+    """The stored counters and the same counters recounted from the assignments.
+
+    Returns ``{"execution_id", "stored": {...}, "recounted": {...}, "ok": bool}``
+    where each side is ``{"run": {total_tasks, completed_tasks, failed_tasks,
+    skipped_tasks}, "waves": {wave_number: {task_count, completed_count, failed_count}}}``.
+    """
+    with db.read():
+        run = db.one(
+            "SELECT total_tasks, completed_tasks, failed_tasks, skipped_tasks FROM task_list_execution_runs "
+            "WHERE execution_id = ?", (execution_id,))
+        if run is None:
+            raise NotFound(f"no execution {execution_id!r}")
+        waves = db.query(
+            "SELECT wave_number, task_count, completed_count, failed_count FROM parallel_execution_waves "
+            "WHERE execution_id = ? ORDER BY wave_number", (execution_id,))
+        run_re = db.one(
+            "SELECT COUNT(a.id) AS total_tasks, "
+            "       COALESCE(SUM(a.status = 'completed'), 0) AS completed_tasks, "
+            "       COALESCE(SUM(a.status = 'failed'), 0) AS failed_tasks, "
+            "       COALESCE(SUM(a.status = 'skipped'), 0) AS skipped_tasks "
+            "FROM wave_task_assignments a JOIN parallel_execution_waves w ON w.wave_id = a.wave_id "
+            "WHERE w.execution_id = ?", (execution_id,))
+        waves_re = db.query(
+            "SELECT w.wave_number, COUNT(a.id) AS task_count, "
+            "       COALESCE(SUM(a.status = 'completed'), 0) AS completed_count, "
+            "       COALESCE(SUM(a.status = 'failed'), 0) AS failed_count "
+            "FROM parallel_execution_waves w LEFT JOIN wave_task_assignments a ON a.wave_id = w.wave_id "
+            "WHERE w.execution_id = ? GROUP BY w.wave_id ORDER BY w.wave_number", (execution_id,))
+    stored = {"run": run, "waves": {w.pop("wave_number"): w for w in waves}}
+    recounted = {"run": run_re, "waves": {w.pop("wave_number"): w for w in waves_re}}
+    for side in (stored, recounted):
+        for w in side["waves"].values():
+            for k in w:
+                w[k] = w[k] or 0
+    return {"execution_id": execution_id, "stored": stored, "recounted": recounted, "ok": stored == recounted}
+
+
+__all__ = ["claim_next", "run_state", "start", "complete", "fail", "release", "recount", "settle", "skip_pending",
+           "failed_attempts"]
