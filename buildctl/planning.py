@@ -42,6 +42,12 @@ CONFLICTS_WITH: dict[str, frozenset[str]] = {
 }
 
 
+#: Each conflicting unordered pair once, in a fixed order.
+_CONFLICTING_OP_PAIRS = tuple(
+    (a, b) for i, a in enumerate(OPERATIONS) for b in OPERATIONS[i:] if b in CONFLICTS_WITH[a]
+)
+
+
 def ops_conflict(a: str, b: str) -> bool:
     return b in CONFLICTS_WITH[a]
 
@@ -113,15 +119,15 @@ def plan_waves(
 
     # Dependencies as integer adjacency lists (deduplicated).
     deps: list[set[int]] = [set() for _ in range(n)]
-    pairs = depends_on.items() if isinstance(depends_on, Mapping) else None
-    if pairs is not None:
-        for t, ds in pairs:
-            ti = _idx(index, t)
-            for d in ds:
-                deps[ti].add(_idx(index, d))
-    else:
-        for t, d in depends_on:  # type: ignore[misc]
-            deps[_idx(index, t)].add(_idx(index, d))
+    try:
+        if isinstance(depends_on, Mapping):
+            for t, ds in depends_on.items():
+                deps[index[t]].update([index[d] for d in ds])
+        else:
+            for t, d in depends_on:  # type: ignore[misc]
+                deps[index[t]].add(index[d])
+    except KeyError as exc:
+        raise UnknownTaskError(f"unknown task {exc.args[0]!r}") from None
     dependents: list[list[int]] = [[] for _ in range(n)]
     indegree = [0] * n
     for ti in range(n):
@@ -222,23 +228,20 @@ def conflict_pairs(tasks: Sequence[Hashable], hot: list[list[tuple[str, str, flo
         by_op: dict[str, list[tuple[int, float]]] = {}
         for ti, op, conf in entries:
             by_op.setdefault(op, []).append((ti, conf))
-        for op_a in OPERATIONS:
-            for op_b in OPERATIONS:
-                if OPERATIONS.index(op_b) < OPERATIONS.index(op_a) or not ops_conflict(op_a, op_b):
-                    continue
-                la, lb = by_op.get(op_a), by_op.get(op_b)
-                if not la or not lb:
-                    continue
-                for ta, ca in la:
-                    for tb, cb in lb:
-                        if ta == tb:
-                            continue
-                        if ta < tb:
-                            key, rec = (ta, tb), (path, op_a, op_b, ca, cb)
-                        else:
-                            key, rec = (tb, ta), (path, op_b, op_a, cb, ca)
-                        if key not in found:
-                            found[key] = rec
+        for op_a, op_b in _CONFLICTING_OP_PAIRS:
+            la, lb = by_op.get(op_a), by_op.get(op_b)
+            if not la or not lb:
+                continue
+            for ta, ca in la:
+                for tb, cb in lb:
+                    if ta == tb:
+                        continue
+                    if ta < tb:
+                        key, rec = (ta, tb), (path, op_a, op_b, ca, cb)
+                    else:
+                        key, rec = (tb, ta), (path, op_b, op_a, cb, ca)
+                    if key not in found:
+                        found[key] = rec
     return [
         ConflictPair(tasks[a], tasks[b], *found[(a, b)])
         for a, b in sorted(found)
