@@ -180,6 +180,7 @@ class Repo:
                 real = self.real_index_path()
                 if real.is_file():
                     shutil.copyfile(real, idx.path)
+                    idx.clear_trust_bits()
                 elif self.head() is not None:
                     idx.git("read-tree", "HEAD")
             elif seed:
@@ -213,6 +214,23 @@ class TempIndex:
     def git(self, *args: str, input: bytes | None = None, check: bool = True) -> bytes | None:
         return self.repo.git(*args, input=input, check=check, env={"GIT_INDEX_FILE": self.path},
                              config=_TMP_INDEX_CONFIG)
+
+    def clear_trust_bits(self) -> None:
+        """Drop assume-unchanged and skip-worktree marks copied from the user's index, so that
+        ``add -A`` reads those files too (a snapshot must hold what is on disk)."""
+        assumed, skipped = [], []
+        for rec in (self.git("ls-files", "-v", "-z") or b"").split(b"\0"):
+            if len(rec) < 3:
+                continue
+            tag, path = rec[:1], os.fsdecode(rec[2:])
+            if tag.islower():
+                assumed.append(path)
+            if tag in (b"S", b"s"):
+                skipped.append(path)
+        if assumed:
+            self.git("update-index", "--no-assume-unchanged", "-z", "--stdin", input=_nul(assumed))
+        if skipped:
+            self.git("update-index", "--no-skip-worktree", "-z", "--stdin", input=_nul(skipped))
 
     def add_all(self) -> None:
         """Stage every tracked and untracked-not-ignored file (``git add -A``) into this index."""

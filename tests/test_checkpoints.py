@@ -305,6 +305,18 @@ def test_an_ignored_file_at_a_checkpointed_path_is_saved_before_it_is_overwritte
 
 # --------------------------------------------------------------------------- repositories in unusual states
 
+def test_files_marked_assume_unchanged_are_still_read(bc, lanes, repo, genv):
+    cp = create(bc, repo)
+    git(repo, "update-index", "--assume-unchanged", "a.txt", env=genv)
+    write(repo, "a.txt", "edited behind git's back\n")
+    pre = bc("checkpoint", "restore", cp, "--repo", repo, check=True).out
+    assert (repo / "a.txt").read_text() == "alpha\n"
+    bc("checkpoint", "restore", pre, "--repo", repo, check=True)
+    assert (repo / "a.txt").read_text() == "edited behind git's back\n"
+    assert git(repo, "ls-files", "-v", "a.txt", env=genv).startswith("h ")  # the user's mark stays
+
+
+
 def test_repository_with_no_commits_yet(bc, lanes, tmp_path, genv, migrated):
     root = init_repo(tmp_path / "fresh", genv, commit=False)
     write(root, "first.txt", "1\n")

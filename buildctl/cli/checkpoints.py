@@ -28,8 +28,10 @@ def create(
     repo: RepoOption = None,
     message: Annotated[Optional[str], typer.Option("--message", "-m", metavar="M", help="A note stored with the checkpoint.")] = None,
 ) -> None:
-    """Snapshot the working tree (tracked and untracked-not-ignored files) into a commit pinned at
-    refs/buildctl/checkpoints/ID; HEAD, the index, the stash and the files stay as they are. Prints the id."""
+    """Snapshot the working tree into a commit pinned at refs/buildctl/checkpoints/ID; print the id.
+
+    The snapshot holds tracked files and untracked files that are not ignored. HEAD, the index,
+    the stash and every file stay exactly as they are."""
     from buildctl import checkpoints
 
     with open_db() as db:
@@ -81,8 +83,12 @@ def restore(
         "--reset-index", help="Also put the index back as it was at the checkpoint (default: HEAD and the index stay).")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Make the working tree match a checkpoint exactly, after first checkpointing the current state
-    automatically. Prints that automatic checkpoint's id (restore it to undo); ignored files are left alone."""
+    """Make the working tree match a checkpoint exactly; print the id of the automatic undo checkpoint.
+
+    First the current state is checkpointed automatically (its id goes to stdout: restore it to undo);
+    then changed files are restored, deleted ones recreated, files created since removed, and every
+    file is verified (exit 8 on a mismatch). Ignored files are left alone; HEAD and the index stay
+    unless --reset-index."""
     from buildctl import checkpoints
 
     with open_db() as db:
