@@ -411,6 +411,32 @@ def fail(db: Database, assignment_id: Any, *, error: str, max_retries: int, inst
         return _fail(db, row, error=error, max_retries=max_retries, context=context, kind="fail")
 
 
+def retry_in_place(db: Database, assignment_id: Any, *, instance_id: str, error: str, context: dict | None = None,
+                   max_retries: int | None = None) -> dict:
+    """A failed attempt that the holding agent retries itself (after its backoff): the
+    ``task_failed`` event is written (context has attempt and error, will_retry true)
+    and the assignment stays with the agent, running; no counter changes. With
+    ``max_retries``, an attempt that leaves no retry is refused (use ``fail``)."""
+    with db.write():
+        row = _load(db, assignment_id)
+        _require_held(row, instance_id, "retry")
+        attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
+        if max_retries is not None and attempt >= 1 + int(max_retries):
+            raise Conflict(f"cannot retry assignment {row['assignment_id']} ({row['display_id']}) in place: attempt "
+                           f"{attempt} is the last of 1 + {max_retries}; report it with fail")
+        error = str(error) if error is not None else ""
+        execlog.append(
+            db, row["execution_id"], "task_failed",
+            f"{row['display_id']} failed (attempt {attempt}): {error}; retrying in place",
+            task_id=row["task_id"], instance_id=row["instance_id"],
+            context={**(context or {}), "attempt": attempt, "error": error, "will_retry": True, "in_place": True,
+                     "wave": row["wave_number"], "assignment_id": row["assignment_id"]},
+        )
+        if row["status"] == "assigned":
+            _set_status(db, row["assignment_id"], ("assigned",), "running")
+    return {"assignment_id": row["assignment_id"], "status": "running", "attempt": attempt, "next_attempt": attempt + 1}
+
+
 def release(db: Database, assignment_id: Any, *, reason: str, max_retries: int, instance_id: str | None = None) -> str:
     """Take an assignment back from a stuck or stale agent: a failed attempt with
     error=reason. Returns 'pending' (a retry remains) or 'failed'."""
@@ -461,5 +487,5 @@ def recount(db: Database, execution_id: str) -> dict:
     return {"execution_id": execution_id, "stored": stored, "recounted": recounted, "ok": stored == recounted}
 
 
-__all__ = ["claim_next", "run_state", "start", "complete", "fail", "release", "recount", "settle", "skip_pending",
-           "failed_attempts"]
+__all__ = ["claim_next", "run_state", "start", "complete", "fail", "retry_in_place", "release", "recount", "settle",
+           "skip_pending", "failed_attempts"]

@@ -133,6 +133,29 @@ def test_a_retry_then_success_completes_the_run(db, tmp_path):
     assert db.scalar("SELECT status FROM task_lists_v2") == "completed"
 
 
+def test_retry_in_place_keeps_the_assignment_and_counts_the_attempt(db, tmp_path):
+    f = write_list(tmp_path / "l.json", [task("A")])
+    ex = runs.start_run(db, str(f))["execution_id"]
+    ag = add_agent(db, ex, "ag_ip")
+    c = assignments.claim_next(db, ex, ag)
+    assignments.start(db, c["assignment_id"], ag)
+    r = assignments.retry_in_place(db, c["assignment_id"], instance_id=ag, error="exit 2", max_retries=2)
+    assert (r["attempt"], r["next_attempt"]) == (1, 2)
+    a = assignment_of(db, ex, "A")
+    assert (a["status"], a["instance_id"]) == ("running", ag)
+    assert_recount(db, ex)
+    assignments.retry_in_place(db, c["assignment_id"], instance_id=ag, error="exit 2")
+    with pytest.raises(Conflict, match="is the last"):
+        assignments.retry_in_place(db, c["assignment_id"], instance_id=ag, error="exit 2", max_retries=2)
+    with pytest.raises(Conflict, match="held by agent"):
+        assignments.retry_in_place(db, c["assignment_id"], instance_id="ag_other", error="x")
+    assert assignments.fail(db, c["assignment_id"], error="exit 2", max_retries=2, instance_id=ag) == "failed"
+    ctx = [json.loads(e["context"]) for e in events(db, ex, "task_failed")]
+    assert [(x["attempt"], x["error"]) for x in ctx] == [(1, "exit 2"), (2, "exit 2"), (3, "exit 2")]
+    assert counters(db, ex)["failed_tasks"] == 1
+    assert_recount(db, ex)
+
+
 def test_double_reports_and_foreign_agents_are_refused_without_a_write(db, migrated, tmp_path):
     f = write_list(tmp_path / "l.json", [task("A"), task("B")])
     ex = runs.start_run(db, str(f))["execution_id"]
