@@ -395,11 +395,14 @@ def mark_stale(db: Database, threshold_s: float = DEFAULT_STALE_S, execution_id:
                 continue
             stamp = db.scalar(f"SELECT {NOW_ISO}")
             message = f"no heartbeat for {row['silent_s']} s (threshold {threshold_s:g} s)"
-            ctx = {"code": "stale_heartbeat", "message": message, "taskId": row["current_task_id"], "timestamp": stamp}
+            task_id = row["current_task_id"] or db.scalar(
+                "SELECT task_id FROM wave_task_assignments WHERE instance_id = ? AND status IN ('assigned', 'running') "
+                "ORDER BY id LIMIT 1", (iid,))
+            ctx = {"code": "stale_heartbeat", "message": message, "taskId": task_id, "timestamp": stamp}
             db.execute("UPDATE build_agent_instances SET status = 'stuck', error_context = ? WHERE instance_id = ?",
                        (_json(ctx), iid))
             execlog.append(db, row["execution_id"], "warning", f"agent {iid} marked stuck: {message}",
-                           task_id=row["current_task_id"], instance_id=iid, context=ctx)
+                           task_id=task_id, instance_id=iid, context=ctx)
         marked.append({**cand, "status": "stuck", "error_context": _json(ctx), "released": []})
     by_id = {m["instance_id"]: m for m in marked}
     ex = execlog.resolve_execution(db, execution_id)["execution_id"] if execution_id is not None else None
