@@ -418,13 +418,14 @@ def restore(db: Database, checkpoint: str, *, execution: str | None = None, repo
     counts = {k: sum(1 for c in changes if c["change"] == k) for k in CHANGE_KINDS}
     result: dict[str, Any] = {
         "checkpoint": cp_id, "execution_id": row["execution_id"], "task_id": row["task_id"],
-        "repo": str(repo.root), "git_ref": row["git_ref"], "dry_run": dry_run, "counts": counts, "changes": changes,
+        "repo": str(repo.root), "git_ref": row["git_ref"], "dry_run": dry_run, "counts": counts,
+        "changes": [{**c, "path": _text(c["path"])} for c in changes],
     }
     if dry_run:
         return result
 
     pre = _record(db, repo, cap, execution_id=row["execution_id"], task=task, agent_id=None,
-                  message=f"automatic checkpoint before restoring {cp_id}", kind="pre-restore", restore_of=cp_id)
+                  message=f"before restoring {cp_id}", kind="pre-restore", restore_of=cp_id)
     result["pre_restore_checkpoint"] = pre["id"]
     undo = f"the state before the restore is checkpoint {pre['id']}"
     try:
@@ -440,7 +441,7 @@ def restore(db: Database, checkpoint: str, *, execution: str | None = None, repo
         _log_failure(db, row, _text(f"restore of {cp_id} did not verify: {shown}"),
                      {"problems": [_text(p) for p in problems[:100]]})
         raise GitError(f"restore of {cp_id} did not verify: {len(problems)} file(s) differ: {shown}; {undo}")
-    result.update({"verified_files": sum(1 for e in snap.values() if e.mode != GITLINK), "kept": kept,
+    result.update({"verified_files": sum(1 for e in snap.values() if e.mode != GITLINK), "kept": [_text(p) for p in kept],
                    "reset_index": reset_index})
     with db.write():
         execlog.append(db, row["execution_id"], "checkpoint_restored",

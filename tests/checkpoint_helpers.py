@@ -82,20 +82,6 @@ def tree_state(root: Path, *, skip: set[str] | None = None) -> dict[str, tuple]:
     return out
 
 
-def dirs(root: Path) -> set[str]:
-    out = set()
-    for dirpath, dirnames, _ in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        if rel_dir.split(os.sep)[0] == ".git":
-            continue
-        for d in dirnames:
-            if d == ".git" and rel_dir == ".":
-                continue
-            if not os.path.islink(os.path.join(dirpath, d)):
-                out.add(os.path.normpath(os.path.join(rel_dir, d)))
-    return out
-
-
 def ignored(root: Path, env: dict) -> set[str]:
     out = git(root, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", env=env)
     return {p for p in out.split("\0") if p}

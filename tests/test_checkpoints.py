@@ -303,6 +303,16 @@ def test_an_ignored_file_at_a_checkpointed_path_is_saved_before_it_is_overwritte
     assert (repo / "notes.log").read_text() == "precious, ignored, never checkpointed by hand\n"
 
 
+def test_a_file_ignored_before_the_restore_is_kept_even_when_the_restored_rules_do_not_ignore_it(bc, lanes, repo, genv):
+    cp = create(bc, repo)
+    write(repo, ".gitignore", "*.log\nbuild/\n*.tmp\n")
+    write(repo, "scratch.tmp", "ignored now, never checkpointed\n")
+    r = bc("checkpoint", "restore", cp, "--repo", repo, check=True)
+    assert (repo / ".gitignore").read_text() == "*.log\nbuild/\n"
+    assert (repo / "scratch.tmp").read_text() == "ignored now, never checkpointed\n"
+    assert "kept 1 file(s)" in r.stderr and "scratch.tmp" in r.stderr
+
+
 # --------------------------------------------------------------------------- repositories in unusual states
 
 def test_files_marked_assume_unchanged_are_still_read(bc, lanes, repo, genv):
@@ -502,6 +512,13 @@ def test_restore_refuses_when_the_ref_was_deleted_by_hand(bc, lanes, repo, genv,
     git(repo, "gc", "-q", "--prune=now", env=genv)
     write(repo, "a.txt", "uncheckpointed\n")
     _refused(bc, migrated, [repo], genv, ("checkpoint", "restore", cp, "--repo", repo), exitcodes.GIT, "is missing")
+
+
+def test_restore_refuses_when_the_ref_was_moved(bc, lanes, repo, genv, migrated):
+    cp = create(bc, repo)
+    git(repo, "update-ref", REF + cp, "HEAD", env=genv)
+    write(repo, "a.txt", "uncheckpointed\n")
+    _refused(bc, migrated, [repo], genv, ("checkpoint", "restore", cp, "--repo", repo), exitcodes.GIT, "points at")
 
 
 def test_restore_refuses_when_an_ignored_file_is_in_the_way(bc, lanes, repo, genv, migrated):
