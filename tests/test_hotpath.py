@@ -4,7 +4,6 @@ declaration feeding both paths, the same behaviour on both, and 32 writers at on
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
