@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sys
 
+from buildctl import agents, execlog
+from buildctl.agents import FINISH_STATUSES, HEARTBEAT_STATUSES
 from buildctl.errors import UsageError
 from buildctl.execlog import EVENT_TYPES
 
@@ -83,30 +85,22 @@ class Command:
 # and returns what goes to stdout (None for nothing).
 
 def _run_heartbeat(db, v: dict) -> str | None:
-    from buildctl import agents
-
     agents.heartbeat(db, v["agent"], status=v["status"], task=v["task"], progress=v["progress"],
                      memory_mb=v["memory_mb"], cpu=v["cpu"], pid=v["pid"])
     return None
 
 
 def _run_log_add(db, v: dict) -> str | None:
-    from buildctl import execlog
-
     return str(execlog.add(db, v["execution"], v["type"], v["message"], task=v["task"], agent=v["agent"],
                            context_json=v["context"]))
 
 
 def _run_agent_finish(db, v: dict) -> str | None:
-    from buildctl import agents
-
     agents.finish(db, v["agent"], v["status"], error=v["error"])
     return None
 
 
 # --------------------------------------------------------------------------- the declarations
-
-_EVENT_TYPES = EVENT_TYPES
 
 HEARTBEAT = Command(
     ("heartbeat",),
@@ -116,7 +110,7 @@ HEARTBEAT = Command(
     short_help="Record one heartbeat of an agent (the hot path: no Typer at run time).",
     params=(
         Param("agent", help="Agent instance id (any unique prefix).", metavar="ID"),
-        Param("status", ("--status",), choices=("running", "idle"), help="Set the agent's status."),
+        Param("status", ("--status",), choices=HEARTBEAT_STATUSES, help="Set the agent's status."),
         Param("task", ("--task",), metavar="T",
               help="The task the agent is working on: display id (T-001) within the run's list, or task id."),
         Param("progress", ("--progress",), type="int", min=0, max=100, metavar="0-100",
@@ -134,12 +128,12 @@ HEARTBEAT = Command(
 LOG_ADD = Command(
     ("log", "add"),
     help=("Append one event to an execution's log (its lane). Prints the event id. TYPE is one of: "
-          + ", ".join(_EVENT_TYPES) + "."),
+          + ", ".join(EVENT_TYPES) + "."),
     short_help="Append one event to an execution's log; print its id.",
     params=(
         Param("execution", help="Execution id (any unique prefix).", metavar="EXEC"),
-        Param("type", help="Event type (the B.3 list): " + ", ".join(_EVENT_TYPES) + ".", metavar="TYPE",
-              complete=_EVENT_TYPES),
+        Param("type", help="Event type (the B.3 list): " + ", ".join(EVENT_TYPES) + ".", metavar="TYPE",
+              complete=EVENT_TYPES),
         Param("message", help="The event's message.", metavar="MESSAGE"),
         Param("task", ("--task",), metavar="T",
               help="The task it is about: display id (T-001) within the run's list, or task id."),
@@ -157,7 +151,7 @@ AGENT_FINISH = Command(
     short_help="End an agent: --status completed|failed [--error MSG].",
     params=(
         Param("agent", help="Agent instance id (any unique prefix).", metavar="ID"),
-        Param("status", ("--status",), choices=("completed", "failed"), required=True,
+        Param("status", ("--status",), choices=FINISH_STATUSES, required=True,
               help="How the agent ended."),
         Param("error", ("--error",), metavar="MSG", help="What went wrong (kept in the agent's error_context)."),
     ),
