@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -45,7 +45,9 @@ class Report:
         return all(s.ok for s in self.steps)
 
     def as_dict(self) -> dict:
-        return {"dry_run": self.dry_run, "ok": self.ok, "steps": [asdict(s) for s in self.steps]}
+        return {"dry_run": self.dry_run, "ok": self.ok,
+                "steps": [{"step": s.name, "count": s.count, "ok": s.ok, "error": s.error, "details": s.details}
+                          for s in self.steps]}
 
 
 class GcBusy(Exception):

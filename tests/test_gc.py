@@ -145,3 +145,95 @@ def test_sigkill_in_the_middle_leaves_a_consistent_database_and_the_next_gc_fini
     assert done.returncode == 0, done.stderr
     assert {s["step"]: s["count"] for s in json.loads(done.stdout)["steps"]}["heartbeats"] == left
     assert _count(migrated, "SELECT count(*) FROM agent_heartbeats") == 0
+
+
+def _run_with_two_held_tasks(cli, migrated, tmp_path):
+    """A real run of the five-task example, two agents holding the two wave-1 tasks."""
+    from buildctl import agents, assignments, storage
+
+    from conftest import EXAMPLES
+
+    ex = cli("run", "start", str(EXAMPLES / "five-tasks.toml"), check=True).out
+    db = storage.connect(str(migrated))
+    held = {}
+    for name, retries in (("a", 3), ("b", 0)):
+        iid = agents.spawn(db, ex, config={"maxRetries": retries})
+        claim = assignments.claim_next(db, ex, iid)
+        assignments.start(db, claim["assignment_id"], iid)
+        held[name] = (iid, claim)
+    return db, ex, held
+
+
+def test_a_silent_agent_becomes_stuck_and_its_task_is_released(cli, migrated, tmp_path):
+    from buildctl import assignments
+
+    db, ex, held = _run_with_two_held_tasks(cli, migrated, tmp_path)
+    with db.write():
+        db.execute("UPDATE build_agent_instances SET last_heartbeat = datetime('now', '-120 seconds')")
+    out = json.loads(cli("gc", "--json", check=True).stdout)
+    step = {s["step"]: s for s in out["steps"]}["stale_agents"]
+    assert step["count"] == 2 and set(step["details"]) == {held["a"][0], held["b"][0]}
+    statuses = dict(db.execute("SELECT instance_id, status FROM build_agent_instances").fetchall())
+    assert statuses == {held["a"][0]: "stuck", held["b"][0]: "stuck"}
+    # Retries left: back to pending, nobody holds it. None left: failed, dependents skipped.
+    a_status = db.one("SELECT status, instance_id FROM wave_task_assignments WHERE id = ?", (held["a"][1]["assignment_id"],))
+    b_status = db.one("SELECT status FROM wave_task_assignments WHERE id = ?", (held["b"][1]["assignment_id"],))
+    assert a_status == {"status": "pending", "instance_id": None}
+    assert b_status["status"] == "failed"
+    ctx = json.loads(db.scalar("SELECT error_context FROM build_agent_instances WHERE instance_id = ?", (held["a"][0],)))
+    assert ctx["message"]
+    rc = assignments.recount(db, ex)
+    assert rc["ok"], rc
+    db.close()
+    # The fresh agent of a second gc is left alone: nothing stale now.
+    again = json.loads(cli("gc", "--json", check=True).stdout)
+    assert {s["step"]: s["count"] for s in again["steps"]}["stale_agents"] == 0
+
+
+def test_checkpoint_ref_is_deleted_with_its_row(cli, migrated, tmp_path):
+    from checkpoint_helpers import git, git_env, init_repo
+
+    genv = git_env(tmp_path / "home")
+    repo = init_repo(tmp_path / "repo", genv, files={"a.txt": "one\n"})
+    from conftest import EXAMPLES
+
+    ex = cli("run", "start", str(EXAMPLES / "five-tasks.toml"), check=True).out
+    extra = {**genv}
+    old = cli("checkpoint", "create", ex, "--task", "T-001", "--repo", str(repo), check=True, extra_env=extra).out
+    new = cli("checkpoint", "create", ex, "--task", "T-002", "--repo", str(repo), check=True, extra_env=extra).out
+    conn = sqlite3.connect(migrated)
+    conn.execute("UPDATE checkpoints SET created_at = datetime('now', '-8 days') WHERE id = ?", (old,))
+    conn.commit()
+    conn.close()
+    # While the run is active nothing goes, however old.
+    cli("gc", "--repo", str(repo), check=True)
+    assert len(git(repo, "for-each-ref", "refs/buildctl", env=genv).splitlines()) == 2
+    cli("run", "cancel", ex, check=True)
+    out = json.loads(cli("gc", "--json", check=True).stdout)  # no --repo: the recorded repository is used
+    step = {s["step"]: s for s in out["steps"]}["checkpoints"]
+    assert step["count"] == 1 and step["details"] == [f"refs/buildctl/checkpoints/{old}"]
+    refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/buildctl", env=genv).split()
+    assert refs == [f"refs/buildctl/checkpoints/{new}"]
+    assert _count(migrated, "SELECT group_concat(id) FROM checkpoints") == new
+
+
+def test_unreachable_checkpoint_repository_is_reported(cli, migrated, tmp_path):
+    import shutil
+
+    from checkpoint_helpers import git_env, init_repo
+    from conftest import EXAMPLES
+
+    genv = git_env(tmp_path / "home")
+    repo = init_repo(tmp_path / "repo", genv, files={"a.txt": "one\n"})
+    ex = cli("run", "start", str(EXAMPLES / "five-tasks.toml"), check=True).out
+    cp = cli("checkpoint", "create", ex, "--task", "T-001", "--repo", str(repo), check=True, extra_env=genv).out
+    cli("run", "cancel", ex, check=True)
+    conn = sqlite3.connect(migrated)
+    conn.execute("UPDATE checkpoints SET created_at = datetime('now', '-8 days')")
+    conn.commit()
+    conn.close()
+    shutil.rmtree(repo)
+    out = json.loads(cli("gc", "--json", check=True).stdout)
+    step = {s["step"]: s for s in out["steps"]}["checkpoints"]
+    assert step["count"] == 1
+    assert any(cp in d and "could not reach" in d for d in step["details"]), step

@@ -1,4 +1,9 @@
--- B.8 "Get Wave Status Summary", as written.
+-- B.8 "Get Wave Status Summary".
+--
+-- Fixed: the appendix joins every assignment an agent ever held, so an agent that
+-- finished its wave-1 task and now runs a wave-2 task counted as active in both
+-- waves. Only assignments still held (assigned or running) make an agent active in
+-- a wave.
 SELECT
   pew.wave_number,
   pew.status,
@@ -8,6 +13,7 @@ SELECT
   COUNT(DISTINCT bai.instance_id) as active_agents
 FROM parallel_execution_waves pew
 LEFT JOIN wave_task_assignments wta ON pew.wave_id = wta.wave_id
+  AND wta.status IN ('assigned', 'running')
 LEFT JOIN build_agent_instances bai ON wta.instance_id = bai.instance_id
   AND bai.status = 'running'
 WHERE pew.execution_id = :execution_id
