@@ -280,7 +280,7 @@ def finish(db: Database, instance_id: str, status: str, error: str | None = None
                            task_id=agent["current_task_id"], instance_id=iid)
         held = db.query("SELECT id FROM wave_task_assignments WHERE instance_id = ? AND status IN ('assigned', 'running') "
                         "ORDER BY id", (iid,))
-        cfg = _config_of(db, iid) if held else None
+        cfg = config_of(db, iid) if held else None
     released = []
     for a in held:
         released.append(_release(db, a["id"], iid, cfg, f"agent {iid} finished ({status}) while holding the task"
@@ -288,7 +288,8 @@ def finish(db: Database, instance_id: str, status: str, error: str | None = None
     return {"instance_id": iid, "status": status, "released": [r for r in released if r]}
 
 
-def _config_of(db: Database, instance_id: str) -> dict:
+def config_of(db: Database, instance_id: str) -> dict:
+    """The agent's config: SPEC §4 defaults merged with what it was spawned with."""
     return _config(db.one("SELECT config FROM build_agent_instances WHERE instance_id = ?", (instance_id,)) or {})
 
 

@@ -16,24 +16,14 @@ would still need rewording for every message.
 
 from __future__ import annotations
 
-import os
-import sys
-
 from buildctl import hotspec
-from buildctl.errors import BuildctlError, UsageError
+from buildctl.errors import UsageError, error_line, run_guarded
 
 _HELP = ("--help", "-h")
 
 
 class _BareUsageError(UsageError):
     """Click raises these without a context, so run_app prints them without the `see --help` hint."""
-
-
-def _error_line(message: str) -> None:
-    # The same line as render.error_line (render imports dataclasses: too slow here).
-    first = " ".join(str(message).split("\n")[0].split()) or "unknown error"
-    sys.stderr.write(f"error: {first}\n")
-    sys.stderr.flush()
 
 
 def _esc(value: str) -> str:
@@ -139,42 +129,13 @@ def try_run(argv: list[str]) -> int | None:
     if found is None:
         return None
     cmd, args, location = found
-    debug = os.environ.get("BUILDCTL_DEBUG") == "1"
-    try:
+
+    def body() -> int:
         try:
             raw = parse(cmd, args)
         except UsageError as exc:
-            _error_line(exc.message if isinstance(exc, _BareUsageError) else _usage(cmd, exc.message))
+            error_line(exc.message if isinstance(exc, _BareUsageError) else _usage(cmd, exc.message))
             return exc.exit_code
         return hotspec.execute(cmd, raw, location)
-    except BuildctlError as exc:
-        if debug:
-            raise
-        _error_line(exc.message)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        from buildctl import exitcodes
 
-        return exitcodes.INTERRUPTED
-    except BrokenPipeError:
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
-        return 0
-    except Exception as exc:
-        import sqlite3
-
-        from buildctl import exitcodes, storage
-
-        if isinstance(exc, sqlite3.Error):
-            if debug:
-                raise
-            err = storage.translate(exc)
-            _error_line(err.message)
-            return err.exit_code
-        if debug:
-            raise
-        _error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with BUILDCTL_DEBUG=1 for the traceback)")
-        return exitcodes.INTERNAL
+    return run_guarded(body)

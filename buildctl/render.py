@@ -112,9 +112,9 @@ def info(message: str) -> None:
 
 
 def error_line(message: str) -> None:
-    first = " ".join(str(message).split("\n")[0].split()) or "unknown error"
-    sys.stderr.write(f"error: {first}\n")
-    sys.stderr.flush()
+    from buildctl.errors import error_line as line
+
+    line(message)
 
 
 # --------------------------------------------------------------------------- Rich
@@ -242,3 +242,46 @@ def show(*renderables) -> None:
 
 def is_terminal() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
+# --------------------------------------------------------------------------- runs
+
+def waves_table(summary: dict):
+    """`buildctl waves`: the B.8 wave summary with a progress bar per wave."""
+    title = (f"{summary['execution_id']} · {summary['task_list_name']} #{summary['run_number']} · "
+             f"{summary['status']} · {summary['completed_tasks']}/{summary['total_tasks']} done, "
+             f"{summary['failed_tasks']} failed, {summary['skipped_tasks']} skipped")
+    columns = [
+        Column("wave_number", "wave", justify="right"),
+        Column("status", "status", kind="status"),
+        Column("task_count", "tasks", justify="right"),
+        Column("completed_count", "completed", justify="right"),
+        Column("failed_count", "failed", justify="right"),
+        Column("active_agents", "agents", justify="right"),
+        Column("progress", "progress", fmt=lambda r: progress_bar(
+            r["completed_count"] or 0, r["task_count"], width=16, failed=r["failed_count"] or 0)),
+    ]
+    return build_table(summary["waves"], columns, title=title)
+
+
+def _age(seconds) -> str:
+    from buildctl.durations import human
+
+    return "" if seconds is None else human(max(0.0, float(seconds)))
+
+
+def live_view(snapshot: dict):
+    """`buildctl run exec`: the waves, then the tasks running now with elapsed time and last heartbeat."""
+    from rich.console import Group
+
+    running = build_table(snapshot["running"], [
+        Column("display_id", "task"),
+        Column("title", "title", max_width=40),
+        Column("wave_number", "wave", justify="right"),
+        Column("status", "status", kind="status"),
+        Column("instance_id", "agent"),
+        Column("elapsed_s", "elapsed", justify="right", fmt=lambda r: _age(r["elapsed_s"])),
+        Column("heartbeat_age_s", "last heartbeat", justify="right",
+               fmt=lambda r: (_age(r["heartbeat_age_s"]) + " ago") if r["heartbeat_age_s"] is not None else "none"),
+    ], title=f"running now: {len(snapshot['running'])}")
+    return Group(waves_table(snapshot["summary"]), running)

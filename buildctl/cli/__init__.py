@@ -7,15 +7,13 @@ never reach this module (see buildctl.entry and buildctl.lean).
 from __future__ import annotations
 
 import os
-import sqlite3
-import sys
 from typing import Annotated
 
 import typer
 
-from buildctl import __version__, exitcodes, render, storage
+from buildctl import __version__, exitcodes, storage
 from buildctl.cli.common import State
-from buildctl.errors import BuildctlError
+from buildctl.errors import error_line, run_guarded
 
 HELP = (
     "Control plane for parallel build agents.\n\n"
@@ -71,50 +69,29 @@ def _usage_line(exc) -> str:
 
 
 def run_app(argv: list[str] | None = None) -> int:
-    """Run the Typer app and turn every failure into one `error:` line and a named exit code."""
+    """Run the Typer app; every failure becomes one `error:` line and a named exit code."""
     from typer._click import exceptions as click_exc
 
-    debug = os.environ.get("BUILDCTL_DEBUG") == "1"
     if "_BUILDCTL_COMPLETE" in os.environ:
         # add_completion=False hides --install-completion, but the shell scripts in
         # completions/ still need Typer's completion classes registered.
         from typer.completion import completion_init
 
         completion_init()
-    try:
-        rv = app(args=argv, prog_name="buildctl", standalone_mode=False)
-        return rv if isinstance(rv, int) else exitcodes.OK
-    except BuildctlError as exc:
-        if debug:
-            raise
-        render.error_line(exc.message)
-        return exc.exit_code
-    except click_exc.NoArgsIsHelpError:
-        return exitcodes.USAGE  # the help was printed already
-    except click_exc.UsageError as exc:
-        render.error_line(_usage_line(exc))
-        return exitcodes.USAGE
-    except click_exc.ClickException as exc:
-        render.error_line(exc.format_message())
-        return exc.exit_code or exitcodes.FAILED
-    except (typer.Abort, KeyboardInterrupt):
-        render.info("interrupted")
-        return exitcodes.INTERRUPTED
-    except sqlite3.Error as exc:
-        if debug:
-            raise
-        err = storage.translate(exc)
-        render.error_line(err.message)
-        return err.exit_code
-    except BrokenPipeError:
-        # `buildctl log tail | head`: the reader left; not an error worth a line.
+
+    def body() -> int:
         try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
-        return exitcodes.OK
-    except Exception as exc:  # a bug: one line unless debugging
-        if debug:
-            raise
-        render.error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with BUILDCTL_DEBUG=1 for the traceback)")
-        return exitcodes.INTERNAL
+            rv = app(args=argv, prog_name="buildctl", standalone_mode=False)
+        except click_exc.NoArgsIsHelpError:
+            return exitcodes.USAGE  # the help was printed already
+        except click_exc.UsageError as exc:
+            error_line(_usage_line(exc))
+            return exitcodes.USAGE
+        except click_exc.ClickException as exc:
+            error_line(exc.format_message())
+            return exc.exit_code or exitcodes.FAILED
+        except typer.Abort:
+            raise KeyboardInterrupt from None
+        return rv if isinstance(rv, int) else exitcodes.OK
+
+    return run_guarded(body)
