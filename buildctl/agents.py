@@ -34,6 +34,10 @@ LIVE = ("initializing", "running", "idle")
 RUN_CLOSED = ("completed", "failed", "cancelled")
 
 DEFAULT_CONFIG = {"maxRetries": 3, "heartbeatIntervalMs": 30000, "taskTimeoutMs": 300000, "validationTimeoutMs": 120000}
+#: Worker settings beyond SPEC §4's four: the backoff before each retry (1 s, 5 s, 15 s),
+#: how long a stopped child gets between SIGTERM and SIGKILL, and how long a worker
+#: that cannot write heartbeats keeps its child (the stale threshold).
+WORKER_CONFIG = {"retryBackoffMs": [1000, 5000, 15000], "killGraceMs": 5000, "staleAfterMs": 60000}
 DEFAULT_STALE_S = 60.0
 
 #: An ISO-8601 UTC timestamp from the database clock, for JSON documents we store.
@@ -79,10 +83,14 @@ def parse_config(value: str | dict | None) -> dict:
             raise InvalidInput(f"--config is not valid JSON: {exc}") from None
         if not isinstance(given, dict):
             raise InvalidInput("--config must be a JSON object, e.g. '{\"maxRetries\": 5}'")
+    known = {**DEFAULT_CONFIG, **WORKER_CONFIG}
     for key, v in given.items():
-        if key not in DEFAULT_CONFIG:
-            raise InvalidInput(f"unknown --config key {key!r}; expected one of: {', '.join(DEFAULT_CONFIG)}")
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        if key not in known:
+            raise InvalidInput(f"unknown --config key {key!r}; expected one of: {', '.join(known)}")
+        if key == "retryBackoffMs":
+            if not isinstance(v, list) or not v or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in v):
+                raise InvalidInput(f"--config retryBackoffMs must be a non-empty list of non-negative integers, not {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise InvalidInput(f"--config {key} must be a non-negative integer, not {v!r}")
     return {**DEFAULT_CONFIG, **given}
 

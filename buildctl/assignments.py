@@ -214,8 +214,10 @@ def _skip_dependents(db: Database, row: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- claim
 
-def _claimable(db: Database, execution_id: str) -> tuple[dict | None, str]:
-    """The next pending assignment that may be handed out now, and the state ('work'/'wait'/'done')."""
+def _claimable(db: Database, execution_id: str, task_id: str | None = None) -> tuple[dict | None, str]:
+    """The next pending assignment that may be handed out now, and the state ('work'/'wait'/'done').
+
+    With ``task_id``, that task's assignment or nothing; the state then says why not."""
     run = db.one(
         "SELECT r.execution_id, r.status, l.max_parallel_agents FROM task_list_execution_runs r "
         "JOIN task_lists_v2 l ON l.id = r.task_list_id WHERE r.execution_id = ?",
@@ -245,15 +247,15 @@ def _claimable(db: Database, execution_id: str) -> tuple[dict | None, str]:
         return None, "wait"
     nxt = db.one(
         "SELECT a.id AS assignment_id, a.task_id FROM wave_task_assignments a JOIN tasks t ON t.id = a.task_id "
-        "WHERE a.wave_id = ? AND a.status = 'pending' ORDER BY t.position, a.id LIMIT 1",
-        (wave["wave_id"],),
+        "WHERE a.wave_id = ? AND a.status = 'pending' AND (? IS NULL OR a.task_id = ?) ORDER BY t.position, a.id LIMIT 1",
+        (wave["wave_id"], task_id, task_id),
     )
     if nxt is None:
         return None, "wait"  # the barrier: the lowest unfinished wave has only held assignments left
     return {**nxt, **wave}, "work"
 
 
-def claim_next(db: Database, execution_id: str, instance_id: str) -> dict | None:
+def claim_next(db: Database, execution_id: str, instance_id: str, task_id: str | None = None) -> dict | None:
     """Atomically hand the next pending assignment of the lowest unfinished wave to an agent.
 
     Only when the run is pending or running, and fewer than the list's
@@ -269,8 +271,10 @@ def claim_next(db: Database, execution_id: str, instance_id: str) -> dict | None
             raise Conflict(f"agent {instance_id} belongs to execution {agent['execution_id']}, not {execution_id}")
         if agent["status"] in AGENT_OUT:
             raise Conflict(f"agent {instance_id} is {agent['status']}; it cannot take new work")
-        pick, _state = _claimable(db, execution_id)
+        pick, state = _claimable(db, execution_id, task_id)
         if pick is None:
+            if task_id is not None:
+                raise Conflict(_why_not(db, execution_id, task_id, state))
             return None
         aid = pick["assignment_id"]
         _set_status(db, aid, ("pending",), "assigned", extra=f", instance_id = ?, assigned_at = {NOW}",
@@ -308,6 +312,28 @@ def claim_next(db: Database, execution_id: str, instance_id: str) -> dict | None
         "attempt": attempt,
         "assigned_at": row["assigned_at"],
     }
+
+
+def _why_not(db: Database, execution_id: str, task_id: str, state: str) -> str:
+    """Why a named task cannot be claimed now, for `agent spawn --task T -- CMD`."""
+    row = db.one(
+        "SELECT a.status, w.wave_number, t.display_id FROM wave_task_assignments a "
+        "JOIN parallel_execution_waves w ON w.wave_id = a.wave_id JOIN tasks t ON t.id = a.task_id "
+        "WHERE w.execution_id = ? AND a.task_id = ?", (execution_id, task_id))
+    if row is None:
+        return f"task {task_id} is not in execution {execution_id}"
+    name = row["display_id"]
+    if row["status"] != "pending":
+        return f"task {name} is {row['status']}, not pending; it cannot be taken"
+    run_status = db.scalar("SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
+    if run_status == "paused":
+        return f"execution {execution_id} is paused; no task is handed out"
+    current = db.scalar(
+        "SELECT MIN(w.wave_number) FROM parallel_execution_waves w JOIN wave_task_assignments a ON a.wave_id = w.wave_id "
+        "WHERE w.execution_id = ? AND a.status IN ('pending', 'assigned', 'running')", (execution_id,))
+    if current is not None and row["wave_number"] > current:
+        return f"task {name} is in wave {row['wave_number']}; wave {current} has not ended yet"
+    return f"task {name} cannot start now: the run already has max_parallel_agents tasks running"
 
 
 def run_state(db: Database, execution_id: str) -> str:

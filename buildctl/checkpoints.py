@@ -360,7 +360,8 @@ def _apply(repo: Repo, commit: str, changes: list[dict]) -> None:
     repo.checkout_paths(commit, writes)
 
 
-def _verify(repo: Repo, commit: str, snap: dict[str, Entry], before: dict[str, Entry]) -> tuple[list[str], list[str]]:
+def _verify(repo: Repo, commit: str, snap: dict[str, Entry], before: dict[str, Entry],
+            inside=lambda p: True) -> tuple[list[str], list[str]]:
     """Re-hash the working tree (a fresh index seeded from the checkpoint, so every file is
     read again) and compare path by path with ``files_snapshot``: content, mode, symlinks."""
     with repo.temp_index(seed=commit) as idx:
@@ -379,7 +380,7 @@ def _verify(repo: Repo, commit: str, snap: dict[str, Entry], before: dict[str, E
             problems.append(f"{path!r} has mode {have.mode}, expected {want.mode}")
     kept = []
     for path, have in sorted(now.items()):
-        if path in snap or have.mode == GITLINK:
+        if path in snap or have.mode == GITLINK or not inside(path):
             continue
         if path in before:
             problems.append(f"{path!r} is still there")
@@ -388,9 +389,21 @@ def _verify(repo: Repo, commit: str, snap: dict[str, Entry], before: dict[str, E
     return problems, kept
 
 
+def _within(paths: list[str] | None):
+    """A predicate for 'this repository path is one of ``paths`` or below one of them'."""
+    if not paths:
+        return lambda p: True
+    prefixes = [p.strip("/") for p in paths if p.strip("/")]
+    return lambda p: any(p == q or p.startswith(q + "/") for q in prefixes)
+
+
 def restore(db: Database, checkpoint: str, *, execution: str | None = None, repo_dir: str | None = None,
-            dry_run: bool = False, reset_index: bool = False) -> dict:
-    """Make the working tree match checkpoint ``checkpoint`` exactly, after checkpointing it first."""
+            dry_run: bool = False, reset_index: bool = False, paths: list[str] | None = None) -> dict:
+    """Make the working tree match checkpoint ``checkpoint`` exactly, after checkpointing it first.
+
+    ``paths`` limits the restore (and its verification) to those files and folders, so
+    that a worker retrying one task does not undo what tasks running beside it wrote.
+    The automatic pre-restore checkpoint still covers the whole tree."""
     row = resolve_checkpoint(db, checkpoint)
     cp_id = row["id"]
     if execution is not None:
@@ -409,16 +422,18 @@ def restore(db: Database, checkpoint: str, *, execution: str | None = None, repo
     if target != row["git_ref"]:
         raise GitError(f"checkpoint {cp_id} cannot be restored: {ref} points at {target[:12]}, "
                        f"but the checkpoint recorded {row['git_ref'][:12]}")
-    snap = _snapshot_entries(row)
+    inside = _within(paths)
+    snap = {p: e for p, e in _snapshot_entries(row).items() if inside(p)}
     task = db.one("SELECT id, display_id FROM tasks WHERE id = ?", (row["task_id"],))
 
     cap = _capture(repo, keep_paths=snap)
-    changes = _plan(snap, cap.entries)
+    current = {p: e for p, e in cap.entries.items() if inside(p)}
+    changes = _plan(snap, current)
     _check_in_the_way(repo.root, changes)
     counts = {k: sum(1 for c in changes if c["change"] == k) for k in CHANGE_KINDS}
     result: dict[str, Any] = {
         "checkpoint": cp_id, "execution_id": row["execution_id"], "task_id": row["task_id"],
-        "repo": str(repo.root), "git_ref": row["git_ref"], "dry_run": dry_run, "counts": counts,
+        "repo": str(repo.root), "git_ref": row["git_ref"], "dry_run": dry_run, "counts": counts, "paths": paths or None,
         "changes": [{**c, "path": _text(c["path"])} for c in changes],
     }
     if dry_run:
@@ -432,7 +447,7 @@ def restore(db: Database, checkpoint: str, *, execution: str | None = None, repo
         _apply(repo, row["git_ref"], changes)
         if reset_index:
             repo.reset_index(meta.get("index_commit") or meta.get("head"))
-        problems, kept = _verify(repo, row["git_ref"], snap, cap.entries)
+        problems, kept = _verify(repo, row["git_ref"], snap, current, inside)
     except (OSError, GitError) as exc:
         _log_failure(db, row, _text(f"restore of {cp_id} failed: {exc}; {undo}"))
         raise GitError(f"restore of {cp_id} failed: {exc}; {undo}") from exc
@@ -450,6 +465,7 @@ def restore(db: Database, checkpoint: str, *, execution: str | None = None, repo
                        task_id=row["task_id"],
                        context={"checkpoint_id": cp_id, "git_ref": row["git_ref"], "pre_restore_checkpoint": pre["id"],
                                 "counts": counts, "reset_index": reset_index, "kept": [_text(p) for p in kept[:100]],
+                                "paths": paths or None,
                                 "repo": str(repo.root)})
     return result
 

@@ -174,6 +174,7 @@ class Column:
     justify: str = "left"
     fmt: Callable[[dict], Any] | None = None
     max_width: int | None = None
+    no_wrap: bool = False
 
 
 def cell(col: Column, row: dict):
@@ -194,7 +195,8 @@ def build_table(rows: Iterable[dict], columns: list[Column], title: str | None =
 
     table = Table(title=title, title_justify="left", header_style="bold")
     for col in columns:
-        table.add_column(col.header, justify=col.justify, max_width=col.max_width, overflow="fold")
+        table.add_column(col.header, justify=col.justify, max_width=col.max_width, no_wrap=col.no_wrap,
+                         overflow="ellipsis" if col.no_wrap else "fold")
     for row in rows:
         table.add_row(*[cell(col, row) for col in columns])
     return table
@@ -253,13 +255,13 @@ def waves_table(summary: dict):
              f"{summary['failed_tasks']} failed, {summary['skipped_tasks']} skipped")
     columns = [
         Column("wave_number", "wave", justify="right"),
-        Column("status", "status", kind="status"),
+        Column("status", "status", kind="status", no_wrap=True),
         Column("task_count", "tasks", justify="right"),
-        Column("completed_count", "completed", justify="right"),
+        Column("completed_count", "done", justify="right"),
         Column("failed_count", "failed", justify="right"),
         Column("active_agents", "agents", justify="right"),
-        Column("progress", "progress", fmt=lambda r: progress_bar(
-            r["completed_count"] or 0, r["task_count"], width=16, failed=r["failed_count"] or 0)),
+        Column("progress", "progress", no_wrap=True, fmt=lambda r: progress_bar(
+            r["completed_count"] or 0, r["task_count"], width=14, failed=r["failed_count"] or 0)),
     ]
     return build_table(summary["waves"], columns, title=title)
 

@@ -81,6 +81,8 @@ def restore(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would change (modified, mode, recreated, removed); change nothing.")] = False,
     reset_index: Annotated[bool, typer.Option(
         "--reset-index", help="Also put the index back as it was at the checkpoint (default: HEAD and the index stay).")] = False,
+    path: Annotated[Optional[list[str]], typer.Option(
+        "--path", metavar="PATH", help="Restore only this file or folder (repeatable); the rest of the tree is left as it is.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Make the working tree match a checkpoint exactly; print the id of the automatic undo checkpoint.
@@ -93,7 +95,7 @@ def restore(
 
     with open_db() as db:
         result = checkpoints.restore(db, checkpoint, execution=execution, repo_dir=repo, dry_run=dry_run,
-                                     reset_index=reset_index)
+                                     reset_index=reset_index, paths=path)
     counts = result["counts"]
     summary = ", ".join(f"{counts[k]} {k}" for k in checkpoints.CHANGE_KINDS)
     if as_json:

@@ -1,0 +1,547 @@
+"""`buildctl agent work`: the worker loop that runs a run's tasks as real processes.
+
+One worker = one registered agent. It claims the next assignment (the wave barrier
+and the run's max_parallel_agents are enforced atomically by assignments.claim_next),
+optionally checkpoints the repository, runs the task's command through the shell,
+runs its validation, reports, retries with backoff (restoring the checkpoint first),
+and moves on until the run has nothing left for it.
+
+A background thread heartbeats every heartbeatIntervalMs with the child's memory and
+CPU. It also fences the worker: if the assignment was taken away (the agent was
+marked stale and the task released) or the run was cancelled, it stops the child at
+once; if it cannot write a heartbeat for longer than the stale threshold, it stops
+the child and the worker exits, so that a task never runs twice at once.
+
+Stdlib only at module level: `run exec` starts workers as `python -m buildctl.worker`.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from buildctl import agents, assignments, execlog, storage
+from buildctl.errors import BuildctlError, Conflict, NotFound
+
+STDERR_TAIL_LINES = 20
+
+
+@dataclass
+class Options:
+    execution_id: str
+    repo: str | None = None
+    checkpoints: bool = False
+    max_tasks: int | None = None
+    config: dict | None = None
+    #: Idle polling while the barrier holds: starts small, grows to poll_max_s.
+    poll_min_s: float = 0.02
+    poll_max_s: float = 0.5
+
+
+@dataclass
+class Outcome:
+    instance_id: str
+    tasks_run: int = 0
+    completed: int = 0
+    failed: int = 0
+    reason: str = ""
+    exit_code: int = 0
+    events: list[str] = field(default_factory=list)
+
+
+class Child:
+    """The task's process, in its own process group so that stopping it stops its children too."""
+
+    def __init__(self, command: str | list[str], cwd: str | None, grace_s: float, passthrough: bool = False):
+        self.grace_s = grace_s
+        self.started = time.monotonic()
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.stdout_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        out, err = (sys.stdout.buffer, sys.stderr.buffer) if passthrough else (None, None)
+        self._readers = [
+            threading.Thread(target=self._drain, args=(self.proc.stdout, self.stdout_tail, out), daemon=True),
+            threading.Thread(target=self._drain, args=(self.proc.stderr, self.stderr_tail, err), daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+        self.killed_reason: str | None = None
+
+    @staticmethod
+    def _drain(stream, tail, passthrough=None) -> None:
+        """Keep the last lines (for the log's `error`); with passthrough, also echo them as they come."""
+        for raw in iter(stream.readline, b""):
+            tail.append(raw.decode("utf-8", "replace").rstrip("\n"))
+            if passthrough is not None:
+                try:
+                    passthrough.write(raw)
+                    passthrough.flush()
+                except OSError:
+                    passthrough = None
+        stream.close()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait(self, timeout_s: float | None, should_stop) -> int:
+        """Wait for the child; stop it on timeout or when should_stop() names a reason."""
+        deadline = None if timeout_s is None else self.started + timeout_s
+        while True:
+            try:
+                code = self.proc.wait(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            reason = should_stop()
+            if reason is None and deadline is not None and time.monotonic() > deadline:
+                reason = f"timed out after {timeout_s:g}s"
+            if reason is not None:
+                self.terminate(reason)
+                code = self.proc.wait()
+                break
+        for t in self._readers:
+            t.join(timeout=2)
+        return code
+
+    def terminate(self, reason: str) -> None:
+        """SIGTERM to the process group, the grace period, then SIGKILL."""
+        if self.killed_reason is None:
+            self.killed_reason = reason
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout=self.grace_s)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        # Whatever the shell left in its group goes too.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def error_text(self) -> str:
+        lines = [l for l in self.stderr_tail if l.strip()] or [l for l in self.stdout_tail if l.strip()]
+        return "\n".join(lines[-STDERR_TAIL_LINES:])
+
+
+class Worker:
+    def __init__(self, location: str | None, opts: Options):
+        self.location = location
+        self.opts = opts
+        self.execution_id = opts.execution_id  # the full id once spawn has resolved a prefix
+        self.db = storage.connect(location)
+        self.instance_id: str | None = None
+        self.config: dict = {}
+        self.terms = 0  # SIGTERMs received
+        self.lock = threading.Lock()
+        self.child: Child | None = None
+        self.current: dict | None = None  # the claimed assignment
+        self.status = "initializing"
+        self.stop_reason: str | None = None  # set by the heartbeat thread: cancel, fenced, lost heartbeats
+        self.hb_stop = threading.Event()
+        self.hb_thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ signals
+    def _on_term(self, signum, frame) -> None:
+        self.terms += 1
+        if self.terms >= 2:
+            with self.lock:
+                child = self.child
+            if child is not None:
+                # Not here: terminate() waits out the grace period; the wait loop does it.
+                self.stop_reason = self.stop_reason or "terminated by a second SIGTERM"
+
+    # ------------------------------------------------------------------ heartbeat thread
+    def _heartbeat_loop(self) -> None:
+        """Heartbeat every heartbeatIntervalMs; check several times a second whether to stop."""
+        interval = max(0.05, float(self.config.get("heartbeatIntervalMs", 30000)) / 1000)
+        tick = min(interval, 0.25)
+        db = storage.connect(self.location)
+        last_ok = next_beat = time.monotonic()
+        try:
+            while not self.hb_stop.is_set():
+                try:
+                    self._check(db)
+                    if time.monotonic() >= next_beat:
+                        self._beat(db)
+                        last_ok = time.monotonic()
+                        next_beat = last_ok + interval
+                except Conflict:
+                    # The agent ended under us (finished by someone else): stop working.
+                    self.stop_reason = self.stop_reason or "the agent was ended by another process"
+                except Exception:
+                    if time.monotonic() - last_ok > self._stale_after_s():
+                        # We may already look stale to gc: make sure our task cannot run twice.
+                        self.stop_reason = self.stop_reason or (
+                            f"no heartbeat could be written for {self._stale_after_s():g}s")
+                self.hb_stop.wait(tick)
+        finally:
+            db.close()
+
+    def _check(self, db: storage.Database) -> None:
+        """Stop when the run was cancelled or our assignment was taken away."""
+        with self.lock:
+            current = self.current
+        run_status = db.scalar("SELECT status FROM task_list_execution_runs WHERE execution_id = ?",
+                               (self.execution_id,))
+        if run_status == "cancelled" and self.stop_reason is None:
+            self.stop_reason = "the run was cancelled"
+        if current is not None:
+            held = db.one("SELECT status, instance_id FROM wave_task_assignments WHERE id = ?",
+                          (current["assignment_id"],))
+            if held is None or held["instance_id"] != self.instance_id or held["status"] not in ("assigned", "running"):
+                # Released (we were marked stale): another agent may take the task now.
+                self.stop_reason = self.stop_reason or "the assignment was released (agent marked stale)"
+
+    def _beat(self, db: storage.Database) -> None:
+        with self.lock:
+            current, child, status = self.current, self.child, self.status
+        progress = None
+        if child is not None and current is not None:
+            # Share of the task's time budget used: the only progress a shell command reports.
+            timeout = current.get("timeout_s") or float(self.config.get("taskTimeoutMs", 300000)) / 1000
+            progress = min(99, int(100 * child.elapsed() / timeout)) if timeout else None
+        try:
+            agents.heartbeat(db, self.instance_id, status=status if status in ("running", "idle") else None,
+                             task=current["task_id"] if current else None, progress=progress,
+                             pid=child.pid if child is not None else None)
+        except NotFound:
+            if child is None:
+                raise
+            # The child exited between our look and the sample: beat without its figures.
+            agents.heartbeat(db, self.instance_id, status=status if status in ("running", "idle") else None,
+                             task=current["task_id"] if current else None, progress=progress)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> Outcome:
+        signal.signal(signal.SIGTERM, self._on_term)
+        with self.db.write():
+            pass  # fail early, with one line, if the database cannot be written
+        self.instance_id = agents.spawn(self.db, self.execution_id, config=self.opts.config)
+        self.config = agents.config_of(self.db, self.instance_id)
+        self.execution_id = self.db.scalar("SELECT execution_id FROM build_agent_instances WHERE instance_id = ?",
+                                           (self.instance_id,))
+        outcome = Outcome(self.instance_id)
+        self.hb_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self.hb_thread.start()
+        poll = self.opts.poll_min_s
+        final_status, error = "completed", None
+        try:
+            while True:
+                if self.terms or self.stop_reason:
+                    outcome.reason = self.stop_reason or "stopped by SIGTERM"
+                    break
+                if self.opts.max_tasks is not None and outcome.tasks_run >= self.opts.max_tasks:
+                    outcome.reason = f"ran --max-tasks {self.opts.max_tasks}"
+                    break
+                claim = assignments.claim_next(self.db, self.execution_id, self.instance_id)
+                if claim is None:
+                    state = assignments.run_state(self.db, self.execution_id)
+                    if state == "done":
+                        outcome.reason = "the run has nothing left"
+                        break
+                    self.status = "idle"
+                    time.sleep(poll)
+                    poll = min(self.opts.poll_max_s, poll * 1.5)
+                    continue
+                poll = self.opts.poll_min_s
+                outcome.tasks_run += 1
+                result = self._run_assignment(claim)
+                if result == "completed":
+                    outcome.completed += 1
+                elif result == "failed":
+                    outcome.failed += 1
+                outcome.events.append(f"{claim['display_id']}: {result}")
+        except BuildctlError as exc:
+            final_status, error = "failed", exc.message
+            outcome.reason, outcome.exit_code = exc.message, exc.exit_code
+        except BaseException as exc:
+            final_status, error = "failed", f"{type(exc).__name__}: {exc}"
+            outcome.reason, outcome.exit_code = error, 1
+            raise
+        finally:
+            self.hb_stop.set()
+            if self.hb_thread is not None:
+                self.hb_thread.join(timeout=5)
+            if self.stop_reason and final_status == "completed" and "heartbeat" in (self.stop_reason or ""):
+                final_status, error = "failed", self.stop_reason
+            try:
+                agents.finish(self.db, self.instance_id, final_status, error=error)
+            except Exception:
+                pass  # already ended (or the database is gone): nothing more to record
+            self.db.close()
+        return outcome
+
+    def _stale_after_s(self) -> float:
+        return self.config.get("staleAfterMs", agents.WORKER_CONFIG["staleAfterMs"]) / 1000
+
+    # ------------------------------------------------------------------ supervised command
+    def supervise(self, argv: list[str], *, wave: int | None = None, task: str | None = None) -> int:
+        """`agent spawn EXEC [--task T] -- CMD…`: run CMD as this agent and return CMD's exit code.
+
+        With --task, the task's assignment is taken (wave barrier and limits apply),
+        started, and completed or failed by CMD's exit code, exactly as a worker would.
+        """
+        signal.signal(signal.SIGTERM, self._on_term)
+        self.instance_id = agents.spawn(self.db, self.opts.execution_id, wave=wave, task=task, config=self.opts.config)
+        self.config = agents.config_of(self.db, self.instance_id)
+        agent = self.db.one("SELECT execution_id, current_task_id FROM build_agent_instances WHERE instance_id = ?",
+                            (self.instance_id,))
+        self.execution_id = agent["execution_id"]
+        claim = None
+        try:
+            if task is not None:
+                claim = assignments.claim_next(self.db, self.execution_id, self.instance_id, task_id=agent["current_task_id"])
+                assignments.start(self.db, claim["assignment_id"], self.instance_id, context={"command": argv})
+            with self.lock:
+                self.current, self.status = claim, "running"
+            self.hb_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+            self.hb_thread.start()
+            grace = self.config.get("killGraceMs", agents.WORKER_CONFIG["killGraceMs"]) / 1000
+            try:
+                child = Child(argv, None, grace, passthrough=True)
+            except OSError as exc:
+                code, elapsed, error, killed = (127 if isinstance(exc, FileNotFoundError) else 126), 0.0, \
+                    f"cannot run {argv[0]}: {exc.strerror or exc}", None
+            else:
+                with self.lock:
+                    self.child = child
+                timeout = (claim.get("timeout_s") or self.config["taskTimeoutMs"] / 1000) if claim else None
+                code = child.wait(timeout, self._should_stop_now)
+                elapsed, error, killed = child.elapsed(), child.error_text(), child.killed_reason
+            code = 128 - code if code < 0 else code  # killed by a signal: the shell's convention
+            context = {"command": argv, "exit_code": code, "duration_s": round(elapsed, 3)}
+            if killed:
+                context["stopped"] = killed
+            ok = code == 0 and not killed
+            if claim is not None:
+                if ok:
+                    assignments.complete(self.db, claim["assignment_id"], instance_id=self.instance_id, context=context)
+                else:
+                    assignments.fail(self.db, claim["assignment_id"], error=error or killed or f"exit code {code}",
+                                     max_retries=self._max_retries(), instance_id=self.instance_id, context=context)
+            else:
+                with self.db.write():
+                    execlog.append(self.db, self.execution_id, "info" if ok else "error",
+                                   f"agent {self.instance_id}: `{' '.join(argv)}` exited {code}"
+                                   + (f": {error.splitlines()[-1]}" if error and not ok else ""),
+                                   instance_id=self.instance_id, context={**context, "error": error} if not ok else context)
+            self._end("completed" if ok else "failed", None if ok else (error or killed or f"exit code {code}"))
+            return code
+        except BaseException as exc:
+            self._end("failed", exc.message if isinstance(exc, BuildctlError) else f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _should_stop_now(self) -> str | None:
+        """For a supervised command: any SIGTERM, a cancelled run or a lost assignment stops it."""
+        if self.terms:
+            return "terminated by SIGTERM"
+        return self.stop_reason
+
+    def _end(self, status: str, error: str | None) -> None:
+        self.hb_stop.set()
+        if self.hb_thread is not None:
+            self.hb_thread.join(timeout=5)
+        try:
+            agents.finish(self.db, self.instance_id, status, error=error)
+        except BuildctlError:
+            pass  # already ended by someone else
+        self.db.close()
+
+    def _max_retries(self) -> int:
+        return int(self.config.get("maxRetries", 3))
+
+    def _backoff(self, attempt: int) -> float:
+        steps = self.config.get("retryBackoffMs") or agents.WORKER_CONFIG["retryBackoffMs"]
+        return steps[min(attempt - 1, len(steps) - 1)] / 1000
+
+    def _should_stop(self) -> str | None:
+        if self.stop_reason:
+            return self.stop_reason
+        if self.terms >= 2:
+            return "terminated by a second SIGTERM"
+        return None
+
+    def _run_assignment(self, claim: dict) -> str:
+        """Run one claimed task to its end: 'completed', 'failed', 'retry-elsewhere' or 'lost'."""
+        aid = claim["assignment_id"]
+        with self.lock:
+            self.current = claim
+            self.status = "running"
+        try:
+            assignments.start(self.db, aid, self.instance_id)
+            checkpoint_id = self._checkpoint(claim)
+            while True:
+                attempt = 1 + assignments.failed_attempts(self.db, claim["execution_id"], claim["task_id"])
+                ok, context, error = self._attempt(claim, attempt)
+                stop = self._should_stop()
+                if ok and stop is None:
+                    assignments.complete(self.db, aid, instance_id=self.instance_id, context=context)
+                    return "completed"
+                if stop is not None:
+                    return self._stopped(claim, stop, context)
+                last = attempt >= 1 + self._max_retries()
+                if checkpoint_id is not None:
+                    self._restore(claim, checkpoint_id)
+                if last:
+                    assignments.fail(self.db, aid, error=error, max_retries=self._max_retries(),
+                                     instance_id=self.instance_id, context=context)
+                    return "failed"
+                assignments.retry_in_place(self.db, aid, instance_id=self.instance_id, error=error, context=context)
+                if self._sleep_or_stop(self._backoff(attempt)):
+                    return self._stopped(claim, self._should_stop() or "stopped", context)
+        except Conflict as exc:
+            # The assignment was released while we ran (marked stale): someone else owns it now.
+            execlog_warning(self.db, claim, self.instance_id, f"{claim['display_id']}: gave up the task: {exc.message}")
+            return "lost"
+        finally:
+            with self.lock:
+                self.current = None
+                self.child = None
+                self.status = "idle"
+
+    def _sleep_or_stop(self, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self._should_stop():
+                return True
+            time.sleep(min(0.05, end - time.monotonic()) if end > time.monotonic() else 0)
+        return False
+
+    def _stopped(self, claim: dict, reason: str, context: dict) -> str:
+        """The worker was told to stop mid-task: record it and hand the task back."""
+        if "released" in reason:
+            return "lost"  # it is not ours any more: write nothing about it
+        try:
+            outcome = assignments.release(self.db, claim["assignment_id"], reason=f"stopped: {reason}",
+                                          max_retries=self._max_retries(), instance_id=self.instance_id)
+        except Conflict:
+            return "lost"  # cancelled runs skip pending work; the assignment may already be settled
+        return "retry-elsewhere" if outcome == "pending" else "failed"
+
+    def _attempt(self, claim: dict, attempt: int) -> tuple[bool, dict, str]:
+        timeout = claim.get("timeout_s") or float(self.config.get("taskTimeoutMs", 300000)) / 1000
+        code, duration, error, killed = self._run_child(claim["command"], timeout)
+        context = {"attempt": attempt, "exit_code": code, "duration_s": round(duration, 3)}
+        if killed:
+            context["stopped"] = killed
+            return False, {**context, "error": error or killed}, error or killed
+        if code != 0:
+            err = error or f"exit code {code}"
+            return False, {**context, "error": err}, err
+        validate = claim.get("validate_command")
+        if validate:
+            vtimeout = float(self.config.get("validationTimeoutMs", 120000)) / 1000
+            vcode, vduration, verror, vkilled = self._run_child(validate, vtimeout)
+            context.update({"validation_exit_code": vcode, "validation_duration_s": round(vduration, 3)})
+            execlog_event(self.db, claim, self.instance_id, "validation_run",
+                          f"{claim['display_id']}: validation {'passed' if vcode == 0 and not vkilled else 'failed'}",
+                          {"attempt": attempt, "exit_code": vcode, "duration_s": round(vduration, 3)})
+            if vkilled or vcode != 0:
+                err = "validation failed: " + (verror or vkilled or f"exit code {vcode}")
+                return False, {**context, "error": err}, err
+        return True, context, ""
+
+    def _run_child(self, command: str, timeout_s: float) -> tuple[int, float, str, str | None]:
+        child = Child(command, self.opts.repo, self.config.get("killGraceMs", agents.WORKER_CONFIG["killGraceMs"]) / 1000)
+        with self.lock:
+            self.child = child
+        try:
+            code = child.wait(timeout_s, self._should_stop)
+        finally:
+            with self.lock:
+                self.child = None
+        return code, child.elapsed(), child.error_text(), child.killed_reason
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, claim: dict) -> str | None:
+        if not self.opts.checkpoints:
+            return None
+        from buildctl import checkpoints
+
+        return checkpoints.create(self.db, claim["execution_id"], claim["task_id"], agent=self.instance_id,
+                                  repo_dir=self.opts.repo, message=f"before {claim['display_id']}")["id"]
+
+    def _restore(self, claim: dict, checkpoint_id: str) -> None:
+        """Undo a failed attempt: restore the task's declared write paths from its checkpoint.
+
+        Tasks of one wave share the working tree, so restoring the whole tree would undo
+        what the tasks running beside this one wrote. Only the files the task declares it
+        creates, updates or deletes are restored; a task that declares none is restored
+        whole only when it cannot have neighbours (max_parallel_agents = 1).
+        """
+        from buildctl import checkpoints
+
+        paths = [r["file_path"] for r in self.db.query(
+            "SELECT DISTINCT file_path FROM task_file_impacts WHERE task_id = ? AND operation <> 'READ' ORDER BY file_path",
+            (claim["task_id"],))]
+        if not paths:
+            alone = self.db.scalar(
+                "SELECT l.max_parallel_agents = 1 FROM task_list_execution_runs r JOIN task_lists_v2 l "
+                "ON l.id = r.task_list_id WHERE r.execution_id = ?", (claim["execution_id"],))
+            if not alone:
+                execlog_warning(self.db, claim, self.instance_id,
+                                f"{claim['display_id']}: not restoring checkpoint {checkpoint_id} before the retry: the task "
+                                "declares no files it writes, and a whole-tree restore would undo its neighbours' work")
+                return
+        checkpoints.restore(self.db, checkpoint_id, execution=claim["execution_id"], repo_dir=self.opts.repo,
+                            paths=paths or None)
+
+
+def execlog_event(db, claim, instance_id, event_type, message, context) -> None:
+    with db.write():
+        execlog.append(db, claim["execution_id"], event_type, message, task_id=claim["task_id"],
+                       instance_id=instance_id, context=context)
+
+
+def execlog_warning(db, claim, instance_id, message) -> None:
+    try:
+        execlog_event(db, claim, instance_id, "warning", message, None)
+    except Exception:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m buildctl.worker EXEC [--db PATH] [--repo DIR] [--checkpoints] [--max-tasks N] [--config JSON]`:
+    the lean worker entry that `run exec` starts (no Typer, no Rich)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="buildctl-worker")
+    p.add_argument("execution_id")
+    p.add_argument("--db")
+    p.add_argument("--repo")
+    p.add_argument("--checkpoints", action="store_true")
+    p.add_argument("--max-tasks", type=int)
+    p.add_argument("--config")
+    a = p.parse_args(argv)
+    from buildctl.errors import run_guarded
+
+    def body() -> int:
+        opts = Options(a.execution_id, repo=a.repo, checkpoints=a.checkpoints, max_tasks=a.max_tasks,
+                       config=a.config)
+        return Worker(a.db, opts).run().exit_code
+
+    return run_guarded(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
