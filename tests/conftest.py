@@ -68,9 +68,23 @@ def cli(env):
     return run
 
 
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory) -> Path:
+    """One database migrated by the real `buildctl migrate` per session; tests get copies."""
+    path = tmp_path_factory.mktemp("template") / "buildctl.db"
+    env = {**os.environ, "BUILDCTL_DB": str(path)}
+    subprocess.run(buildctl_executable() + ["migrate"], env=env, check=True, capture_output=True, timeout=120)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file, so one copy is whole
+    conn.close()
+    return path
+
+
 @pytest.fixture
-def migrated(cli, db_path) -> Path:
-    cli("migrate", check=True)
+def migrated(migrated_template, db_path) -> Path:
+    """A migrated database file of this test's own (a copy of the session's template)."""
+    db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.copy2(migrated_template, db_path)
     return db_path
 
 

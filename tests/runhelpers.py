@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
-
-from conftest import EXAMPLES, buildctl_executable
+from conftest import EXAMPLES
 
 FIVE_TASKS = EXAMPLES / "five-tasks.toml"
 
 
-@pytest.fixture(scope="session")
-def migrated_template(tmp_path_factory) -> Path:
-    """One database migrated by the real `buildctl migrate`, copied for each test (faster than migrating each time)."""
-    path = tmp_path_factory.mktemp("template") / "buildctl.db"
-    env = {**os.environ, "BUILDCTL_DB": str(path), "NO_COLOR": "1"}
-    subprocess.run(buildctl_executable() + ["migrate"], env=env, check=True, capture_output=True, timeout=120)
-    return path
-
-
-@pytest.fixture
-def migrated(migrated_template, db_path) -> Path:
-    db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    shutil.copyfile(migrated_template, db_path)
-    return db_path
+# `migrated` / `migrated_template` live in conftest.py (a session template copied per test).
+from conftest import migrated, migrated_template  # noqa: E402,F401
 
 
 def write_list(path: Path, tasks: list[dict], *, name: str = "test-list", max_parallel_agents: int = 3,

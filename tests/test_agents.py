@@ -14,7 +14,6 @@ import pytest
 import seed
 from buildctl import agents, exitcodes
 from conftest import assert_refused, snapshot
-from fastdb import migrated, migrated_template  # noqa: F401  (one `migrate` per session)
 
 
 @pytest.fixture

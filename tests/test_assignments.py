@@ -14,7 +14,7 @@ import pytest
 from buildctl import assignments, runs
 from buildctl.errors import Conflict, NotFound
 from conftest import REPO, snapshot
-from runhelpers import FIVE_TASKS, add_agent, assignment_of, migrated, migrated_template, task, write_list  # noqa: F401
+from runhelpers import FIVE_TASKS, add_agent, assignment_of, task, write_list  # noqa: F401
 
 
 def counters(db, execution_id):

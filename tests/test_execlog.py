@@ -11,7 +11,6 @@ import pytest
 import seed
 from buildctl import execlog, exitcodes
 from conftest import assert_refused, buildctl_executable, snapshot
-from fastdb import migrated, migrated_template  # noqa: F401  (one `migrate` per session)
 
 
 @pytest.fixture

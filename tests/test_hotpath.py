@@ -15,7 +15,6 @@ import pytest
 import seed
 from buildctl import exitcodes, hotspec, lean
 from conftest import assert_refused, buildctl_executable, snapshot
-from fastdb import migrated, migrated_template  # noqa: F401  (one `migrate` per session)
 
 HEAVY = ("typer", "rich", "pydantic", "sqlite_utils", "click")
 CONSOLE_SCRIPT = Path(sys.executable).with_name("buildctl")

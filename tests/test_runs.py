@@ -11,7 +11,7 @@ import pytest
 from buildctl import assignments, exitcodes, runs, tasklists
 from buildctl.errors import Conflict
 from conftest import assert_refused, buildctl_executable, snapshot
-from runhelpers import FIVE_TASKS, add_agent, migrated, migrated_template, task, waves_of, write_list  # noqa: F401
+from runhelpers import FIVE_TASKS, add_agent, task, waves_of, write_list  # noqa: F401
 
 
 def drive(db, execution_id, fail=()):

@@ -9,7 +9,7 @@ import pytest
 from buildctl import exitcodes, tasklists
 from buildctl.errors import InvalidInput, UsageError
 from conftest import assert_refused, snapshot
-from runhelpers import FIVE_TASKS, migrated, migrated_template, task, write_list  # noqa: F401 (fixtures)
+from runhelpers import FIVE_TASKS, task, write_list  # noqa: F401 (fixtures)
 
 GOOD_TOML = """
 name = "payments-api"
