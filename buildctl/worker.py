@@ -55,16 +55,51 @@ class Outcome:
     events: list[str] = field(default_factory=list)
 
 
+def _parent_death_signal():
+    """prctl(PR_SET_PDEATHSIG, SIGHUP), resolved before any fork (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGHUP, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+
+
+_PDEATHSIG = _parent_death_signal()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends it SIGHUP when the worker dies, even by
+    SIGKILL, and the guard shell below then kills the task's whole process group."""
+    if _PDEATHSIG is not None:
+        _PDEATHSIG()
+
+
+#: The task runs under a guard shell, the leader of its own process group. When the
+#: worker dies, the kernel hangs the guard up (PDEATHSIG) and it kills the group, so a
+#: task whose agent is declared stale cannot keep running beside its retry. The command
+#: itself runs in a background subshell; `wait` passes its exit status through.
+_GUARD = 'trap "kill -KILL 0" HUP; ({body}) & wait $!'
+
+
+def guarded_argv(command: str | list[str]) -> list[str]:
+    if isinstance(command, str):
+        return ["/bin/sh", "-c", _GUARD.format(body='eval "$1"'), "buildctl-task", command]
+    return ["/bin/sh", "-c", _GUARD.format(body='exec "$@"'), "buildctl-task", *command]
+
+
 class Child:
     """The task's process, in its own process group so that stopping it stops its children too."""
 
     def __init__(self, command: str | list[str], cwd: str | None, grace_s: float, passthrough: bool = False):
         self.grace_s = grace_s
         self.started = time.monotonic()
-        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
         self.proc = subprocess.Popen(
-            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,
+            guarded_argv(command), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.stdout_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -399,14 +434,17 @@ class Worker:
                     return "completed"
                 if stop is not None:
                     return self._stopped(claim, stop, context)
-                last = attempt >= 1 + self._max_retries()
-                if checkpoint_id is not None:
-                    self._restore(claim, checkpoint_id)
-                if last:
+                # Report the attempt first, then undo its partial work (so the log reads
+                # task_failed, checkpoint_restored), then wait out the backoff.
+                if attempt >= 1 + self._max_retries():
                     assignments.fail(self.db, aid, error=error, max_retries=self._max_retries(),
                                      instance_id=self.instance_id, context=context)
+                    if checkpoint_id is not None:
+                        self._restore(claim, checkpoint_id)
                     return "failed"
                 assignments.retry_in_place(self.db, aid, instance_id=self.instance_id, error=error, context=context)
+                if checkpoint_id is not None:
+                    self._restore(claim, checkpoint_id)
                 if self._sleep_or_stop(self._backoff(attempt)):
                     return self._stopped(claim, self._should_stop() or "stopped", context)
         except Conflict as exc:

@@ -1,0 +1,272 @@
+"""Running builds for real: `agent work`, `run exec`, `agent spawn -- CMD` (issue 7).
+
+Real worker processes, real shell commands, real git, one real SQLite file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from buildctl import assignments, storage
+from conftest import buildctl_executable
+from runhelpers import task, write_list
+
+FAST = {"heartbeatIntervalMs": 200, "retryBackoffMs": [50], "killGraceMs": 1000}
+
+
+def _events(path: Path, execution_id: str) -> list[dict]:
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    rows = conn.execute(
+        "SELECT l.id, l.event_type, l.instance_id, l.context, t.display_id FROM task_execution_log l "
+        "LEFT JOIN tasks t ON t.id = l.task_id WHERE l.execution_id = ? ORDER BY l.id", (execution_id,)).fetchall()
+    conn.close()
+    return [dict(r) for r in rows]
+
+
+def _recount_ok(path: Path, execution_id: str) -> dict:
+    db = storage.connect(str(path))
+    try:
+        rc = assignments.recount(db, execution_id)
+        assert rc["ok"], rc
+        return rc["stored"]["run"]
+    finally:
+        db.close()
+
+
+def _start(cli, tmp_path, tasks, **extra) -> str:
+    f = write_list(tmp_path / "list.json", tasks, **extra)
+    return cli("run", "start", str(f), check=True).out
+
+
+def _no_overlapping_attempts(events: list[dict]) -> None:
+    """From the log: per task, an attempt starts only after the previous one ended."""
+    open_attempt: dict[str, int] = {}
+    for e in events:
+        t = e["display_id"]
+        if e["event_type"] == "task_started":
+            assert t not in open_attempt, f"{t} started again at log id {e['id']} while attempt from id {open_attempt[t]} ran"
+            open_attempt[t] = e["id"]
+        elif e["event_type"] in ("task_completed", "task_failed"):
+            ctx = json.loads(e["context"] or "{}")
+            if not ctx.get("in_place"):  # an in-place retry keeps the attempt slot
+                open_attempt.pop(t, None)
+
+
+def test_five_task_scenario_runs_waves_in_order_with_overlap_inside_a_wave(cli, migrated, tmp_path):
+    tasks = [task("T-001", command="sleep 0.6"), task("T-002", command="sleep 0.6"),
+             task("T-003", ["T-001", "T-002"], command="sleep 0.2"), task("T-004", ["T-002"], command="sleep 0.2"),
+             task("T-005", ["T-003", "T-004"], command="sleep 0.1")]
+    ex = _start(cli, tmp_path, tasks, max_parallel_agents=2)
+    r = cli("run", "exec", ex, "--jobs", "2", "--config", json.dumps(FAST), timeout=120)
+    assert r.returncode == 0, r.stderr
+    ev = _events(migrated, ex)
+    first = {(e["event_type"], e["display_id"]): e["id"] for e in ev if e["display_id"]}
+    # Wave 1 overlaps: both started before either completed.
+    assert max(first[("task_started", "T-001")], first[("task_started", "T-002")]) < \
+        min(first[("task_completed", "T-001")], first[("task_completed", "T-002")])
+    # Barrier: wave 2 starts only after wave 1 ended, wave 3 after wave 2.
+    assert min(first[("task_started", "T-003")], first[("task_started", "T-004")]) > \
+        max(first[("task_completed", "T-001")], first[("task_completed", "T-002")])
+    assert first[("task_started", "T-005")] > max(first[("task_completed", "T-003")], first[("task_completed", "T-004")])
+    # Two different agents shared wave 1.
+    agents_w1 = {e["instance_id"] for e in ev if e["event_type"] == "task_started" and e["display_id"] in ("T-001", "T-002")}
+    assert len(agents_w1) == 2
+    run = _recount_ok(migrated, ex)
+    assert run == {"total_tasks": 5, "completed_tasks": 5, "failed_tasks": 0, "skipped_tasks": 0}
+    _no_overlapping_attempts(ev)
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")}, "GIT_CONFIG_NOSYSTEM": "1",
+           "HOME": str(repo.parent), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+def test_failing_task_retries_with_restores_then_fails_and_skips_dependents(cli, migrated, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "kept.txt").write_text("original\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "start")
+    # T-002 scribbles on out.txt, then fails the same way every time.
+    tasks = [task("T-001", command="echo one > one.txt", files=[{"path": "one.txt", "op": "CREATE"}]),
+             task("T-002", command="echo partial >> out.txt; echo 'disk quota exceeded' >&2; exit 3",
+                  files=[{"path": "out.txt", "op": "CREATE"}]),
+             task("T-003", ["T-002"], command="true"), task("T-004", ["T-003"], command="true"),
+             task("T-005", ["T-001"], command="echo five > five.txt")]
+    ex = _start(cli, tmp_path, tasks, max_parallel_agents=2)
+    cfg = {**FAST, "maxRetries": 2}
+    r = cli("run", "exec", ex, "--jobs", "2", "--repo", str(repo), "--checkpoints", "--config", json.dumps(cfg),
+            timeout=120)
+    assert r.returncode == 1, r.stderr  # the run failed
+    ev = _events(migrated, ex)
+    t2 = [e for e in ev if e["display_id"] == "T-002"]
+    failed = [e for e in t2 if e["event_type"] == "task_failed"]
+    assert len(failed) == 3
+    assert [json.loads(e["context"])["error"] for e in failed] == ["disk quota exceeded"] * 3
+    assert [json.loads(e["context"])["exit_code"] for e in failed] == [3, 3, 3]
+    # A restore after each failed attempt, before the next attempt starts.
+    kinds = [e["event_type"] for e in t2 if e["event_type"] in ("task_started", "task_failed", "checkpoint_restored")]
+    assert kinds == ["task_started", "task_failed", "checkpoint_restored", "task_failed", "checkpoint_restored",
+                     "task_failed", "checkpoint_restored"]
+    assert not (repo / "out.txt").exists()  # its partial output was rolled back
+    assert (repo / "one.txt").read_text() == "one\n" and (repo / "five.txt").exists()  # neighbours' work kept
+    statuses = dict(sqlite3.connect(migrated).execute(
+        "SELECT t.display_id, a.status FROM wave_task_assignments a JOIN tasks t ON t.id = a.task_id").fetchall())
+    assert statuses == {"T-001": "completed", "T-002": "failed", "T-003": "skipped", "T-004": "skipped",
+                        "T-005": "completed"}
+    assert _recount_ok(migrated, ex) == {"total_tasks": 5, "completed_tasks": 2, "failed_tasks": 1, "skipped_tasks": 2}
+    sia = json.loads(cli("log", "failures", ex, "--json", check=True).stdout)
+    assert len(sia) == 1 and sia[0]["task"] == "T-002" and sia[0]["failure_count"] == 3
+    assert sia[0]["sia_triggered"] is True and sia[0]["no_progress"] is True
+
+
+def _worker(migrated: Path, ex: str, cfg: dict, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "buildctl.worker", ex, "--db", str(migrated), "--config",
+                             json.dumps(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _wait(predicate, timeout=30.0, what="condition"):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a reaper (this sandbox's init does not reap)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def _scalar(path: Path, sql: str, params=()):
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        return conn.execute(sql, params).fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_is_marked_stuck_and_its_task_runs_again_elsewhere(cli, migrated, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # Each attempt leaves a file named after its pid; the kernel must kill the orphaned attempt.
+    cmd = f"sh -c 'echo $$ > {marks}/$$; exec sleep 1.5'"
+    tasks = [task(f"T-00{i}", command=cmd) for i in range(1, 4)]
+    ex = _start(cli, tmp_path, tasks, max_parallel_agents=3)
+    workers = [_worker(migrated, ex, FAST) for _ in range(3)]
+    _wait(lambda: _scalar(migrated, "SELECT count(*) FROM wave_task_assignments WHERE status = 'running'") == 3,
+          what="three running tasks")
+    _wait(lambda: len(list(marks.iterdir())) == 3, what="three task processes")
+    victim = workers[0]
+    victim_pid_files = set(marks.iterdir())
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    time.sleep(1.2)
+    # Its task died with it (PDEATHSIG + guard shell): only the two other attempts still run.
+    alive = [p for p in victim_pid_files if _alive(int(p.name))]
+    assert len(alive) == 2, alive
+    # Mark it stale; the task goes back to pending and a surviving worker runs it again.
+    r = cli("agent", "stale", "--mark", "--threshold", "1s", "--json", check=True)
+    marked = [a["instance_id"] for a in json.loads(r.stdout)]
+    assert len(marked) == 1  # the killed one; the live workers heartbeat every 200 ms
+    victim_agent = marked[0]
+    for w in workers[1:]:
+        w.wait(timeout=60)
+    assert _scalar(migrated, "SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (ex,)) == "completed"
+    ev = _events(migrated, ex)
+    assert sum(e["event_type"] == "task_started" for e in ev) == 4  # three tasks, one run twice
+    _no_overlapping_attempts(ev)
+    _recount_ok(migrated, ex)
+    assert _scalar(migrated, "SELECT status FROM build_agent_instances WHERE instance_id = ?", (victim_agent,)) == "stuck"
+
+
+def test_two_hundred_true_tasks_over_ten_waves_with_four_jobs(cli, migrated, tmp_path):
+    tasks = []
+    for w in range(10):
+        for i in range(20):
+            deps = [f"T-{w - 1}-00"] if w else []
+            tasks.append(task(f"T-{w}-{i:02d}", deps, command="true"))
+    ex = _start(cli, tmp_path, tasks, max_parallel_agents=4)
+    r = cli("run", "exec", ex, "--jobs", "4", timeout=300)
+    assert r.returncode == 0, r.stderr
+    run = _recount_ok(migrated, ex)
+    assert run == {"total_tasks": 200, "completed_tasks": 200, "failed_tasks": 0, "skipped_tasks": 0}
+    assert _scalar(migrated, "SELECT count(*) FROM parallel_execution_waves WHERE execution_id = ? AND status = 'completed'",
+                   (ex,)) == 10
+
+
+@pytest.mark.slow
+def test_run_cancel_stops_the_workers_children_and_leaves_no_process(cli, migrated, tmp_path, env):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    tasks = [task(f"T-00{i}", command=f"echo $$ > {pids}/{i}; exec sleep 60") for i in range(1, 3)]
+    ex = _start(cli, tmp_path, tasks, max_parallel_agents=2)
+    proc = subprocess.Popen(buildctl_executable() + ["run", "exec", ex, "--jobs", "2", "--config", json.dumps(FAST)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait(lambda: len(list(pids.iterdir())) == 2, what="two running tasks")
+    task_pids = [int(p.read_text()) for p in pids.iterdir()]
+    t0 = time.time()
+    cli("run", "cancel", ex, check=True)
+    out, err = proc.communicate(timeout=30)
+    took = time.time() - t0
+    assert proc.returncode == 1, err
+    assert took < 15, f"run exec took {took:.1f}s to stop after the cancel"
+    for pid in task_pids:
+        assert not _alive(pid), pid
+    assert _scalar(migrated, "SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (ex,)) == "cancelled"
+    assert _scalar(migrated, "SELECT count(*) FROM build_agent_instances WHERE status IN ('running','idle','initializing')") == 0
+
+
+def test_agent_spawn_runs_a_command_as_an_agent_and_passes_its_exit_code(cli, migrated, tmp_path):
+    tasks = [task("T-001"), task("T-002", ["T-001"])]
+    ex = _start(cli, tmp_path, tasks)
+    # The barrier holds for scripts too: T-002 cannot start before wave 1 ended.
+    early = cli("agent", "spawn", ex, "--task", "T-002", "--", "true")
+    assert early.returncode == 5 and "wave 1 has not ended" in early.stderr
+    bad = cli("agent", "spawn", ex, "--task", "T-001", "--config", '{"maxRetries": 0}', "--",
+              "sh", "-c", "echo out; echo broken >&2; exit 7")
+    assert bad.returncode == 7
+    assert "out" in bad.stdout and "broken" in bad.stderr  # the command's output passes through
+    ok_ex = _start(cli, tmp_path, [task("T-001"), task("T-002", ["T-001"])], name="second")
+    good = cli("agent", "spawn", ok_ex, "--task", "T-001", "--", "sh", "-c", "echo hello")
+    assert good.returncode == 0 and good.stdout.strip() == "hello"
+    conn = sqlite3.connect(migrated)
+    st = dict(conn.execute("SELECT execution_id, status FROM build_agent_instances").fetchall())
+    assert sorted(st.values()) == ["completed", "failed"]
+    assert conn.execute("SELECT a.status FROM wave_task_assignments a JOIN tasks t ON t.id = a.task_id "
+                        "JOIN parallel_execution_waves w ON w.wave_id = a.wave_id "
+                        "WHERE w.execution_id = ? AND t.display_id = 'T-001'", (ok_ex,)).fetchone()[0] == "completed"
+    conn.close()
+    missing = cli("agent", "spawn", ok_ex, "--task", "T-002", "--", "/no/such/program")
+    assert missing.returncode == 127
+
+
+def test_first_sigterm_lets_the_current_task_finish(cli, migrated, tmp_path):
+    tasks = [task("T-001", command="sleep 1"), task("T-002", command="sleep 1")]
+    ex = _start(cli, tmp_path, tasks, max_parallel_agents=1)
+    w = _worker(migrated, ex, FAST)
+    _wait(lambda: _scalar(migrated, "SELECT count(*) FROM wave_task_assignments WHERE status = 'running'") == 1,
+          what="a running task")
+    w.send_signal(signal.SIGTERM)
+    w.wait(timeout=30)
+    assert w.returncode == 0
+    rows = dict(sqlite3.connect(migrated).execute(
+        "SELECT t.display_id, a.status FROM wave_task_assignments a JOIN tasks t ON t.id = a.task_id").fetchall())
+    assert sorted(rows.values()) == ["completed", "pending"]  # finished its task, took no new one
