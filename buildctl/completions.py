@@ -29,7 +29,8 @@ def command_tree() -> list[str]:
             for name in sorted(sub):
                 walk(sub[name], path + [name])
             return
-        opts = sorted(o for p in cmd.params for o in getattr(p, "opts", []) if o.startswith("-"))
+        opts = sorted(o for p in cmd.params for o in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]
+                      if o.startswith("-"))
         args = [p.name.upper() for p in cmd.params if type(p).__name__.endswith("Argument")]
         lines.append(" ".join(["buildctl", *path, *args, *(f"[{o}]" for o in opts)]))
 
