@@ -107,6 +107,10 @@ def collect(db: Database, *, keep_heartbeats_s: float = 86400, stale_after_s: fl
             repo: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE, dry_run: bool = False) -> Report:
     """Run every gc step (or, with ``dry_run``, count what each would do)."""
     report = Report(dry_run=dry_run)
+    if not dry_run:
+        # A database that cannot be written (a read-only file) fails here with one
+        # error line and exit 7, instead of one failed step after another.
+        db.check_writable()
     hb_cutoff = _cutoff(db, keep_heartbeats_s)
     log_cutoff = _cutoff(db, keep_logs_s)
     cp_cutoff = _cutoff(db, keep_checkpoints_s)

@@ -176,6 +176,21 @@ class Database:
         else:
             self.conn.execute("COMMIT")
 
+    def check_writable(self) -> None:
+        """Raise DatabaseError now when the file cannot be written (read-only file or file
+        system); writes nothing. ``BEGIN IMMEDIATE`` alone succeeds on a read-only file:
+        SQLite refuses only the first statement that changes a page, so make one and roll back."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute(f"UPDATE {MIGRATIONS_TABLE} SET name = name "
+                                  f"WHERE rowid = (SELECT min(rowid) FROM {MIGRATIONS_TABLE})")
+            finally:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise translate(exc, self.location) from exc
+
     @contextmanager
     def read(self) -> Iterator["Database"]:
         """A consistent snapshot across several SELECTs (WAL readers never block writers)."""
@@ -268,6 +283,13 @@ def translate(exc: BaseException, where: Any = None) -> DatabaseError:
     text = str(exc)
     low = text.lower()
     suffix = f" ({where})" if where else ""
+    if where and ("unable to open" in low or "disk i/o error" in low):
+        # SQLite names neither cause when it cannot create the -wal/-shm files: look.
+        why = _filesystem_problem(str(where))
+        if why == "read-only":
+            return DatabaseError(f"the database is read-only{suffix}: its file system is mounted read-only")
+        if why == "full":
+            return DatabaseError(f"the disk is full; nothing was written{suffix}")
     if "readonly" in low or "read-only" in low:
         return DatabaseError(f"the database is read-only{suffix}: {text}")
     if "disk is full" in low or "database or disk is full" in low:
@@ -279,3 +301,16 @@ def translate(exc: BaseException, where: Any = None) -> DatabaseError:
     if "not a database" in low or "malformed" in low:
         return DatabaseError(f"the file is not a healthy buildctl database{suffix}: {text}")
     return DatabaseError(f"database error{suffix}: {text}")
+
+
+def _filesystem_problem(path: str) -> str | None:
+    """'read-only' or 'full' when the file system holding ``path`` is, else None."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)) or ".")
+    except OSError:
+        return None
+    if st.f_flag & os.ST_RDONLY:
+        return "read-only"
+    if st.f_bavail == 0:
+        return "full"
+    return None
