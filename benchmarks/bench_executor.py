@@ -1,0 +1,179 @@
+"""Executor overhead: `buildctl run exec` against tools that record nothing (SPEC §7, issue 7).
+
+    python benchmarks/bench_executor.py [--quick] [--json]
+
+Case A (SPEC §7): 500 no-op tasks (`true`) in one wave, list max_parallel_agents = 8,
+``buildctl run exec EXEC --jobs 8`` (wall time of the command, from start to exit, with the
+run completed) against, on the same 500 commands: ``xargs -P 8`` (each line run by
+``sh -c``, as buildctl's workers do), ``make -j8`` (one phony target per command) and GNU
+``parallel -j8`` ("not installed" when it is absent). Budget: buildctl ≤ GNU parallel.
+Per-task overhead = (buildctl wall − xargs wall) / 500.
+
+Case B (issue 7): 200 tasks of `true` across 10 waves (each wave's tasks depend on the
+previous wave), max_parallel_agents = 4, ``--jobs 4`` against ``xargs -P 4`` on the 200
+commands at once, and (shown beside it) ``xargs -P 4`` once per wave, which keeps the same
+barriers.
+
+Each repetition runs a fresh run of a freshly imported list; the tools run round-robin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+FIGURE = "6. executor overhead"
+
+
+def _task_list(path: Path, name: str, tasks: int, waves: int, jobs: int) -> None:
+    per_wave = tasks // waves
+    items = []
+    for i in range(tasks):
+        item = {"id": f"T-{i + 1:04d}", "title": f"no-op {i + 1}", "command": "true"}
+        if i >= per_wave:
+            item["depends_on"] = [f"T-{i + 1 - per_wave:04d}"]
+        items.append(item)
+    path.write_text(json.dumps({"name": name, "max_parallel_agents": jobs, "tasks": items}))
+
+
+def _makefile(path: Path, tasks: int) -> None:
+    names = " ".join(f"t{i}" for i in range(tasks))
+    path.write_text(f".PHONY: all {names}\nall: {names}\n" + "".join(f"t{i}:\n\ttrue\n" for i in range(tasks)))
+
+
+class Case:
+    def __init__(self, work: Path, db: Path, label: str, tasks: int, waves: int, jobs: int):
+        self.work, self.db, self.label, self.tasks, self.waves, self.jobs = work, db, label, tasks, waves, jobs
+        self.env = common.env(db)
+        self.n = 0
+        self.cmds = work / f"{label}.cmds"
+        self.cmds.write_text("true\n" * tasks)
+        per_wave = tasks // waves
+        self.wave_files = []
+        for w in range(waves):
+            f = work / f"{label}.wave{w}.cmds"
+            f.write_text("true\n" * per_wave)
+            self.wave_files.append(f)
+        _makefile(work / f"{label}.mk", tasks)
+
+    def buildctl(self) -> float:
+        import subprocess
+
+        self.n += 1
+        lst = self.work / f"{self.label}-{self.n}.json"
+        _task_list(lst, f"{self.label}-{self.n}", self.tasks, self.waves, self.jobs)
+        p = subprocess.run(common.buildctl() + ["run", "start", str(lst)], env=self.env, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"run start failed: {p.stderr.strip()}")
+        ex = p.stdout.strip()
+        ms = common.run_timed(common.buildctl() + ["run", "exec", ex, "--jobs", str(self.jobs)], self.env,
+                              cwd=self.work, timeout=600)
+        conn = common.connect(self.db)
+        status, done = conn.execute("SELECT status, completed_tasks FROM task_list_execution_runs WHERE execution_id = ?",
+                                    (ex,)).fetchone()
+        conn.close()
+        if status != "completed" or done != self.tasks:
+            raise RuntimeError(f"run {ex} ended {status} with {done}/{self.tasks} tasks completed")
+        return ms
+
+    def xargs(self) -> float:
+        with open(self.cmds, "rb") as f:
+            return common.run_timed(["xargs", "-P", str(self.jobs), "-n", "1", "sh", "-c"], common.env(), stdin=f)
+
+    def xargs_per_wave(self) -> float:
+        total = 0.0
+        for wf in self.wave_files:
+            with open(wf, "rb") as f:
+                total += common.run_timed(["xargs", "-P", str(self.jobs), "-n", "1", "sh", "-c"], common.env(), stdin=f)
+        return total
+
+    def make(self) -> float:
+        return common.run_timed(["make", "-s", f"-j{self.jobs}", "-f", str(self.work / f"{self.label}.mk")],
+                                common.env(), cwd=self.work)
+
+    def parallel(self) -> float:
+        with open(self.cmds, "rb") as f:
+            return common.run_timed(["parallel", "--will-cite", f"-j{self.jobs}"], common.env(), stdin=f)
+
+
+def run(quick: bool = False) -> list[dict]:
+    ws = common.Workspace.get()
+    work = ws.dir("executor")
+    db = work / "exec.db"
+    common.migrate(db)
+    have_parallel = shutil.which("parallel") is not None
+    results = []
+
+    a = Case(work, db, "one-wave", 500, 1, 8)
+    cases = {"buildctl run exec --jobs 8": a.buildctl, "xargs -P 8": a.xargs, "make -j8": a.make}
+    if have_parallel:
+        cases["GNU parallel -j8"] = a.parallel
+    reps = 1 if quick else 5
+    common.log(f"executor: 500 no-op tasks in one wave, {reps} repetitions of {', '.join(cases)}")
+    t = common.time_round_robin(cases, reps, warmup=0)
+    xargs = common.median(t["xargs -P 8"])
+    par = common.median(t["GNU parallel -j8"]) if have_parallel else None
+    bc = common.median(t["buildctl run exec --jobs 8"])
+    for name, xs in t.items():
+        med = common.median(xs)
+        row = common.result(f"500 tasks, 1 wave: {name}", med / 1000, "s", baseline="GNU parallel -j8" if par else
+                            "xargs -P 8", baseline_value=(par or xargs) / 1000, samples=[x / 1000 for x in xs],
+                            figure=FIGURE, digits=3)
+        if name.startswith("buildctl"):
+            row["budget"] = "<= GNU parallel -j8"
+            row["met"] = (bc <= par) if par else None
+            row["notes"] = (f"per-task overhead vs xargs -P 8: {(bc - xargs) / 500:.2f} ms/task "
+                            f"((buildctl {bc / 1000:.2f} s - xargs {xargs / 1000:.2f} s) / 500)"
+                            + ("" if par else "; GNU parallel not installed: budget not checked"))
+        results.append(row)
+    if not have_parallel:
+        results.append(common.result("500 tasks, 1 wave: GNU parallel -j8", None, "s", baseline="-",
+                                     figure=FIGURE, notes="not installed"))
+    results.append(common.result("500 tasks, 1 wave: buildctl overhead per task", (bc - xargs) / 500, "ms/task",
+                                 baseline="xargs -P 8", baseline_value=xargs / 500, figure=FIGURE, digits=2,
+                                 notes="(buildctl wall - xargs wall) / 500; baseline = xargs wall / 500"))
+
+    b = Case(work, db, "ten-waves", 200, 10, 4)
+    cases = {"buildctl run exec --jobs 4": b.buildctl, "xargs -P 4": b.xargs,
+             "xargs -P 4, once per wave": b.xargs_per_wave}
+    reps = 1 if quick else 3
+    common.log(f"executor: 200 no-op tasks in 10 waves, {reps} repetitions of {', '.join(cases)}")
+    t = common.time_round_robin(cases, reps, warmup=0)
+    xargs4 = common.median(t["xargs -P 4"])
+    bc4 = common.median(t["buildctl run exec --jobs 4"])
+    for name, xs in t.items():
+        med = common.median(xs)
+        row = common.result(f"200 tasks, 10 waves: {name}", med / 1000, "s", baseline="xargs -P 4",
+                            baseline_value=xargs4 / 1000, samples=[x / 1000 for x in xs], figure=FIGURE, digits=3)
+        if name.startswith("buildctl"):
+            row["notes"] = f"per-task overhead vs xargs -P 4: {(bc4 - xargs4) / 200:.2f} ms/task"
+        results.append(row)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        results = run(args.quick)
+    finally:
+        common.Workspace.close()
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['name']:<52} {r['value']:>9} {r['unit']:<7} ratio {r['ratio']}  {r.get('notes', '')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""gc throughput on millions of expired heartbeats, beside a concurrent heartbeat writer (SPEC §7, issue 6).
+
+    python benchmarks/bench_gc.py [--quick] [--json] [--batch-sizes 500,2000,10000]
+
+The database is the large fleet of the read benchmark (``common.seed_fleet``: 1,000 runs
+over the last 30 days, 5 M heartbeats, 1 M log rows; ``--quick``: 100 runs, 500 k
+heartbeats), copied afresh for each measurement. gc keeps the last 24 h and the heartbeats
+of the two running runs, so it deletes about 97 % of the heartbeats.
+
+For each batch size, and for the baseline, two processes run at once:
+
+* gc: ``buildctl.gc.collect`` (the code `buildctl gc` runs) with ``--batch-size B``; the log
+  and checkpoint retentions and the stale threshold are set so that only the heartbeat
+  step has work (the optimize step runs as usual);
+* a writer: one heartbeat every 20 ms through ``agents.heartbeat`` on its own connection,
+  recording how long each call took (its wait for the write lock included) and any error.
+
+The baseline is one unbatched DELETE of the same rows in one transaction (what B.2's
+migration would have done). Reported: gc rows/s (ratio against the baseline's rows/s), the
+writer's p50/p99/max over the calls that started while gc ran (budget: p99 ≤ 250 ms),
+writer errors (must be 0). The recommended batch size is the one with the best throughput
+whose writer p99 stays within budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+FIGURE = "4. gc throughput"
+P99_BUDGET_MS = 250.0
+INTERVAL_S = 0.020
+FULL_RUNS, QUICK_RUNS = 1000, 100
+BATCH_SIZES = (500, 2000, 10000)
+QUICK_BATCH_SIZES = (2000, 10000)
+NEVER = 100 * 365 * 86400.0  # a retention nothing reaches
+
+# The same rows gc_delete_heartbeats.sql selects, in one statement and one transaction.
+UNBATCHED = """
+DELETE FROM agent_heartbeats
+WHERE timestamp < :cutoff
+  AND instance_id NOT IN (
+    SELECT a.instance_id FROM task_list_execution_runs r
+    JOIN build_agent_instances a ON a.execution_id = r.execution_id
+    WHERE r.status IN ('pending', 'running', 'paused'))
+"""
+
+
+# --------------------------------------------------------------------------- child processes
+
+def _writer(db_path: str, agent: str, out: str, stop: str) -> int:
+    """One heartbeat every 20 ms until the stop file appears; the waits go to ``out`` as JSON."""
+    from buildctl import agents, storage
+
+    db = storage.connect(db_path)
+    samples, errors = [], []
+    next_t = time.perf_counter()
+    ready = Path(out + ".ready")
+    i = 0
+    while not os.path.exists(stop):
+        now = time.perf_counter()
+        if now < next_t:
+            time.sleep(next_t - now)
+        started_wall, t0 = time.time(), time.perf_counter()
+        try:
+            agents.heartbeat(db, agent, status="running", progress=i % 100)
+        except Exception as exc:  # counted, never fatal: the point is to see them
+            errors.append(f"{type(exc).__name__}: {exc}")
+        samples.append((started_wall, (time.perf_counter() - t0) * 1000.0))
+        i += 1
+        if i == 5:
+            ready.touch()
+        next_t = max(next_t + INTERVAL_S, time.perf_counter() - INTERVAL_S)
+    db.close()
+    Path(out).write_text(json.dumps({"samples": samples, "errors": errors}))
+    return 0
+
+
+def _gc(db_path: str, batch: int, out: str) -> int:
+    """Run gc (batch > 0) or the unbatched baseline (batch == 0); timings to ``out``."""
+    from buildctl import gc, storage
+
+    db = storage.connect(db_path)
+    start = time.time()
+    if batch > 0:
+        report = gc.collect(db, batch_size=batch, keep_logs_s=NEVER, keep_checkpoints_s=NEVER, stale_after_s=NEVER)
+        steps = {s.name: {"count": s.count, "ok": s.ok, "error": s.error} for s in report.steps}
+        rows = steps["heartbeats"]["count"]
+    else:
+        cutoff = db.scalar("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now', '-86400.000 seconds')")
+        with db.write():
+            rows = db.execute(UNBATCHED, {"cutoff": cutoff}).rowcount
+        steps = {"heartbeats": {"count": rows, "ok": True, "error": None}}
+    end = time.time()
+    db.close()
+    Path(out).write_text(json.dumps({"start": start, "end": end, "rows": rows, "steps": steps}))
+    return 0
+
+
+# --------------------------------------------------------------------------- one measurement
+
+def measure(template: Path, work: Path, writer_agent: str, batch: int) -> dict:
+    """Copy the template, start the writer, run gc (or the baseline), stop the writer."""
+    db = work / "gc.db"
+    common.copy_db(template, db)
+    out_w, out_g, stop = work / "writer.json", work / "gc.json", work / "stop"
+    for f in (out_w, out_g, stop, Path(str(out_w) + ".ready")):
+        f.unlink(missing_ok=True)
+    env = common.env(db)
+    me = str(Path(__file__).resolve())
+    writer = subprocess.Popen([common.python(), me, "--child-writer", str(db), writer_agent, str(out_w), str(stop)],
+                              env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 30
+        while not Path(str(out_w) + ".ready").exists():
+            if writer.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the heartbeat writer did not start: {writer.stderr.read().decode()[-800:]}")
+            time.sleep(0.02)
+        g = subprocess.run([common.python(), me, "--child-gc", str(db), str(batch), str(out_g)], env=env,
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if g.returncode != 0:
+            raise RuntimeError(f"gc (batch {batch}) failed: {g.stderr.strip()[-800:]}")
+        time.sleep(0.2)
+    finally:
+        stop.touch()
+        try:
+            writer.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            writer.kill()
+            writer.wait()
+    if writer.returncode != 0:
+        raise RuntimeError(f"the heartbeat writer failed: {writer.stderr.read().decode()[-800:]}")
+    gcr = json.loads(out_g.read_text())
+    w = json.loads(out_w.read_text())
+    during = [ms for started, ms in w["samples"] if gcr["start"] <= started <= gcr["end"]]
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    secs = gcr["end"] - gcr["start"]
+    return {"batch": batch, "rows": gcr["rows"], "seconds": secs, "rows_per_s": gcr["rows"] / secs if secs else 0.0,
+            "waits": during, "writes": len(during), "errors": w["errors"], "steps": gcr["steps"]}
+
+
+def run(quick: bool = False, batch_sizes: tuple[int, ...] | None = None) -> list[dict]:
+    batch_sizes = batch_sizes or (QUICK_BATCH_SIZES if quick else BATCH_SIZES)
+    ws = common.Workspace.get()
+    template, shape = common.fleet(ws, QUICK_RUNS if quick else FULL_RUNS)
+    work = ws.dir("gc")
+    writer_agent = f"ag_{int(shape['live'][3:], 16):08x}0000"  # an agent of the newest (running) run
+    measurements = []
+    for batch in (0, *batch_sizes):
+        common.log(f"gc: {'unbatched DELETE (baseline)' if batch == 0 else f'batch size {batch}'} on "
+                   f"{shape['heartbeats']:,} heartbeats, writer every {INTERVAL_S * 1000:.0f} ms")
+        m = measure(template, work, writer_agent, batch)
+        common.log(f"gc: {m['rows']:,} rows in {m['seconds']:.1f} s; writer p99 "
+                   f"{common.pct(m['waits'], 0.99) if m['waits'] else float('nan'):.1f} ms, errors {len(m['errors'])}")
+        measurements.append(m)
+    base = measurements[0]
+    size = (f"{shape['heartbeats']:,} heartbeats in the table, {base['rows']:,} expired"
+            + (" (--quick: 1/10 of the SPEC's 5 M)" if quick else ""))
+    results = []
+    ok = []
+    for m in measurements:
+        waits = m["waits"] or [0.0]
+        p50, p99, mx = common.pct(waits, 0.5), common.pct(waits, 0.99), max(waits)
+        label = "unbatched DELETE (baseline)" if m["batch"] == 0 else f"gc --batch-size {m['batch']}"
+        within = p99 <= P99_BUDGET_MS and not m["errors"]
+        if m["batch"]:
+            ok.append((within, m["rows_per_s"], m["batch"]))
+        errs = f"; first error: {m['errors'][0]}" if m["errors"] else ""
+        results.append(common.result(
+            f"{label}: rows/s", m["rows_per_s"], "rows/s", baseline="unbatched DELETE rows/s",
+            baseline_value=base["rows_per_s"], figure=FIGURE, digits=0,
+            notes=f"{m['rows']:,} rows in {m['seconds']:.1f} s; {size}" if m is base else
+            f"{m['rows']:,} rows in {m['seconds']:.1f} s (n=1)"))
+        results.append(common.result(
+            f"{label}: writer wait p50/p99/max", p99, "ms p99", baseline="writer max wait during unbatched DELETE",
+            baseline_value=max(base["waits"] or [0.0]), samples=waits, figure=FIGURE,
+            budget=f"p99 <= {P99_BUDGET_MS:.0f} ms, 0 errors" if m["batch"] else None,
+            met=within if m["batch"] else None,
+            notes=f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {mx:.1f} ms over {m['writes']} heartbeats; "
+                  f"writer errors {len(m['errors'])}{errs}", p50=round(p50, 2), p99=round(p99, 2), max=round(mx, 2),
+            errors=len(m["errors"])))
+    good = sorted((rps, b) for within, rps, b in ok if within)
+    best = good[-1][1] if good else None
+    results.append(common.result(
+        "recommended gc batch size", float(best or 0), "rows", baseline="-", figure=FIGURE, digits=0,
+        met=best is not None,
+        notes=(f"best rows/s among the batch sizes whose writer p99 <= {P99_BUDGET_MS:.0f} ms with 0 errors "
+               f"(tried {', '.join(map(str, batch_sizes))})" if best else
+               f"no batch size kept the writer's p99 within {P99_BUDGET_MS:.0f} ms")))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--child-writer":
+        return _writer(*argv[1:5])
+    if argv and argv[0] == "--child-gc":
+        return _gc(argv[1], int(argv[2]), argv[3])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--batch-sizes", help=f"default {','.join(map(str, BATCH_SIZES))} "
+                    f"(--quick: {','.join(map(str, QUICK_BATCH_SIZES))})")
+    args = ap.parse_args(argv)
+    try:
+        results = run(args.quick, tuple(int(x) for x in args.batch_sizes.split(",")) if args.batch_sizes else None)
+    finally:
+        common.Workspace.close()
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['name']:<52} {r['value']:>10} {r['unit']:<7} ratio {r['ratio']}  {r.get('notes', '')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
