@@ -58,6 +58,17 @@ def resolve(db: Database, value: str) -> dict:
     return row
 
 
+def _unended(db: Database, instance_id: str, refusal: str) -> dict:
+    """The agent (exact id first: the hot path's common case), refused when it has ended."""
+    agent = db.one("SELECT instance_id, execution_id, status, current_task_id FROM build_agent_instances "
+                   "WHERE instance_id = ?", (instance_id,))
+    if agent is None:
+        agent = resolve(db, instance_id)
+    if agent["status"] in ENDED:
+        raise Conflict(f"agent {agent['instance_id']} " + refusal.format(status=agent["status"]))
+    return agent
+
+
 def _config(row: dict) -> dict:
     import json
 
@@ -182,13 +193,8 @@ def heartbeat(db: Database, instance_id: str, status: str | None = None, task: s
         memory_mb = sampled_mem if memory_mb is None else memory_mb
         cpu = sampled_cpu if cpu is None else cpu
     with db.write():
-        agent = db.one("SELECT instance_id, execution_id, status, current_task_id FROM build_agent_instances "
-                       "WHERE instance_id = ?", (instance_id,))
-        if agent is None:
-            agent = resolve(db, instance_id)
+        agent = _unended(db, instance_id, "has ended ({status}); heartbeats are refused")
         iid = agent["instance_id"]
-        if agent["status"] in ENDED:
-            raise Conflict(f"agent {iid} has ended ({agent['status']}); heartbeats are refused")
         task_id = agent["current_task_id"]
         if task is not None:
             run = db.one("SELECT execution_id, task_list_id FROM task_list_execution_runs WHERE execution_id = ?",
@@ -264,13 +270,8 @@ def finish(db: Database, instance_id: str, status: str, error: str | None = None
     if status not in FINISH_STATUSES:
         raise UsageError(f"invalid finish status {status!r}; expected one of: {', '.join(FINISH_STATUSES)}")
     with db.write():
-        agent = db.one("SELECT instance_id, execution_id, status, current_task_id FROM build_agent_instances "
-                       "WHERE instance_id = ?", (instance_id,))
-        if agent is None:
-            agent = resolve(db, instance_id)
+        agent = _unended(db, instance_id, "has already ended ({status})")
         iid = agent["instance_id"]
-        if agent["status"] in ENDED:
-            raise Conflict(f"agent {iid} has already ended ({agent['status']})")
         error_context = None
         if error is not None:
             stamp = db.scalar(f"SELECT {NOW_ISO}")

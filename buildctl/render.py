@@ -276,6 +276,8 @@ def live_view(snapshot: dict):
     """`buildctl run exec`: the waves, then the tasks running now with elapsed time and last heartbeat."""
     from rich.console import Group
 
+    if not snapshot["running"]:
+        return waves_table(snapshot["summary"])
     running = build_table(snapshot["running"], [
         Column("display_id", "task"),
         Column("title", "title", max_width=40),
