@@ -87,6 +87,12 @@ def run_guarded(body) -> int:
 
         if debug:
             raise
+        if isinstance(exc, UnicodeEncodeError) and exc.reason == "surrogates not allowed":
+            # An argument (or file) held bytes that are not UTF-8 (Linux hands them over as
+            # lone surrogates); SQLite refuses to bind them before anything is written.
+            bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else ""
+            error_line(f"input is not valid UTF-8 text ({ascii(bad)} in {ascii(exc.object[:60])}); nothing was written")
+            return exitcodes.INVALID_INPUT
         if isinstance(exc, sqlite3.Error):
             from buildctl import storage
 
