@@ -336,6 +336,15 @@ def _why_not(db: Database, execution_id: str, task_id: str, state: str) -> str:
     return f"task {name} cannot start now: the run already has max_parallel_agents tasks running"
 
 
+def check_claimable(db: Database, execution_id: str, task_id: str) -> None:
+    """Refuse (Conflict) now, reading only, when ``task_id`` could not be claimed: lets
+    `agent spawn --task T -- CMD` refuse before it registers anything."""
+    with db.read():
+        pick, state = _claimable(db, execution_id, task_id)
+        if pick is None:
+            raise Conflict(_why_not(db, execution_id, task_id, state))
+
+
 def run_state(db: Database, execution_id: str) -> str:
     """'work' (something is claimable now), 'wait' (barrier, limit or pause holds; more
     will come), or 'done' (the run ended, or nothing is pending, assigned or running)."""

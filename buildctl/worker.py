@@ -337,6 +337,12 @@ class Worker:
         started, and completed or failed by CMD's exit code, exactly as a worker would.
         """
         signal.signal(signal.SIGTERM, self._on_term)
+        if task is not None:
+            # Refuse before registering anything: a refused command writes nothing.
+            from buildctl import runs
+
+            execution_id = runs.resolve_execution(self.db, self.opts.execution_id)
+            assignments.check_claimable(self.db, execution_id, runs.resolve_task(self.db, execution_id, task))
         self.instance_id = agents.spawn(self.db, self.opts.execution_id, wave=wave, task=task, config=self.opts.config)
         self.config = agents.config_of(self.db, self.instance_id)
         agent = self.db.one("SELECT execution_id, current_task_id FROM build_agent_instances WHERE instance_id = ?",

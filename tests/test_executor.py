@@ -270,3 +270,29 @@ def test_first_sigterm_lets_the_current_task_finish(cli, migrated, tmp_path):
     rows = dict(sqlite3.connect(migrated).execute(
         "SELECT t.display_id, a.status FROM wave_task_assignments a JOIN tasks t ON t.id = a.task_id").fetchall())
     assert sorted(rows.values()) == ["completed", "pending"]  # finished its task, took no new one
+
+
+def test_refused_executor_commands_change_nothing(cli, migrated, tmp_path):
+    from conftest import assert_refused, snapshot
+
+    ex = _start(cli, tmp_path, [task("T-001"), task("T-002", ["T-001"])])
+    before = snapshot(migrated)
+    cases = [
+        (["agent", "spawn", ex, "--task", "T-002", "--", "true"], 5),      # wave 1 has not ended
+        (["agent", "spawn", ex, "--task", "T-404", "--", "true"], 4),      # no such task
+        (["agent", "spawn", "ex_nope", "--", "true"], 4),                  # no such run
+        (["agent", "work", "ex_nope"], 4),
+        (["agent", "work", ex, "--repo", str(tmp_path / "missing")], 2),
+        (["agent", "work", ex, "--config", '{"maxRetries": -1}'], 3),
+        (["run", "exec", ex, "--config", "not json"], 3),
+        (["run", "exec", ex, "--repo", str(tmp_path / "missing")], 2),
+        (["run", "exec", ex, "--jobs", "0"], 2),
+        (["run", "exec", "ex_nope"], 4),
+    ]
+    for args, code in cases:
+        assert_refused(cli(*args), code=code)
+        assert snapshot(migrated) == before, args
+    cli("run", "cancel", ex, check=True)
+    ended = snapshot(migrated)
+    assert_refused(cli("run", "exec", ex), code=5, contains="already ended")
+    assert snapshot(migrated) == ended
