@@ -19,7 +19,7 @@ The baseline is one unbatched DELETE of the same rows in one transaction (what B
 migration would have done). Reported: gc rows/s (ratio against the baseline's rows/s), the
 writer's p50/p99/max over the calls that started while gc ran (budget: p99 ≤ 250 ms),
 writer errors (must be 0). The recommended batch size is the one with the best throughput
-whose writer p99 stays within budget.
+whose writer p99 stays within 75 % of the budget (headroom for a noisy machine).
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ import common  # noqa: E402
 
 FIGURE = "4. gc throughput"
 P99_BUDGET_MS = 250.0
+#: The recommended batch size must keep the writer's p99 within this share of the budget: on a
+#: shared 2-core machine the p99 of the same configuration moves by 2x between runs.
+HEADROOM = 0.75
 INTERVAL_S = 0.020
 FULL_RUNS, QUICK_RUNS = 1000, 100
 BATCH_SIZES = (500, 2000, 10000)
@@ -151,6 +154,8 @@ def measure(template: Path, work: Path, writer_agent: str, batch: int) -> dict:
 
 def run(quick: bool = False, batch_sizes: tuple[int, ...] | None = None) -> list[dict]:
     batch_sizes = batch_sizes or (QUICK_BATCH_SIZES if quick else BATCH_SIZES)
+    from buildctl import storage
+
     ws = common.Workspace.get()
     template, shape = common.fleet(ws, QUICK_RUNS if quick else FULL_RUNS)
     work = ws.dir("gc")
@@ -181,6 +186,13 @@ def run(quick: bool = False, batch_sizes: tuple[int, ...] | None = None) -> list
             baseline_value=base["rows_per_s"], figure=FIGURE, digits=0,
             notes=f"{m['rows']:,} rows in {m['seconds']:.1f} s; {size}" if m is base else
             f"{m['rows']:,} rows in {m['seconds']:.1f} s (n=1)"))
+        if m is base:  # one long stall: its p99 over the few calls that got through says nothing
+            results.append(common.result(
+                f"{label}: writer wait max", mx, "ms max", baseline="-", samples=waits, figure=FIGURE,
+                notes=f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {mx:.1f} ms over {m['writes']} heartbeats "
+                      f"(the busy timeout is {storage.BUSY_TIMEOUT_MS} ms); writer errors {len(m['errors'])}{errs}",
+                p50=round(p50, 2), p99=round(p99, 2), max=round(mx, 2), errors=len(m["errors"])))
+            continue
         results.append(common.result(
             f"{label}: writer wait p50/p99/max", p99, "ms p99", baseline="writer max wait during unbatched DELETE",
             baseline_value=max(base["waits"] or [0.0]), samples=waits, figure=FIGURE,
@@ -189,14 +201,17 @@ def run(quick: bool = False, batch_sizes: tuple[int, ...] | None = None) -> list
             notes=f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {mx:.1f} ms over {m['writes']} heartbeats; "
                   f"writer errors {len(m['errors'])}{errs}", p50=round(p50, 2), p99=round(p99, 2), max=round(mx, 2),
             errors=len(m["errors"])))
-    good = sorted((rps, b) for within, rps, b in ok if within)
+    p99_of = {r["name"]: r.get("p99") for r in results}
+    good = sorted((rps, b) for within, rps, b in ok
+                  if within and p99_of[f"gc --batch-size {b}: writer wait p50/p99/max"] <= HEADROOM * P99_BUDGET_MS)
     best = good[-1][1] if good else None
     results.append(common.result(
         "recommended gc batch size", float(best or 0), "rows", baseline="-", figure=FIGURE, digits=0,
         met=best is not None,
-        notes=(f"best rows/s among the batch sizes whose writer p99 <= {P99_BUDGET_MS:.0f} ms with 0 errors "
+        notes=(f"best rows/s among the batch sizes whose writer p99 <= {HEADROOM * P99_BUDGET_MS:.0f} ms "
+               f"({HEADROOM:.0%} of the {P99_BUDGET_MS:.0f} ms budget) with 0 errors "
                f"(tried {', '.join(map(str, batch_sizes))})" if best else
-               f"no batch size kept the writer's p99 within {P99_BUDGET_MS:.0f} ms")))
+               f"no batch size kept the writer's p99 within {HEADROOM:.0%} of {P99_BUDGET_MS:.0f} ms")))
     return results
 
 

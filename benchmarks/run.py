@@ -141,8 +141,8 @@ def _baseline(r: dict) -> str:
 
 
 def _status(r: dict) -> str:
-    if "met" not in r:
-        return ""
+    if r.get("met") is None:
+        return (f"not checked ({r['budget']})" if r.get("budget") else "")
     return ("met" if r["met"] else "MISSED") + (f" ({r['budget']})" if r.get("budget") else "")
 
 
