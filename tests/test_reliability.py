@@ -140,24 +140,36 @@ def test_agent_killed_mid_task_is_detected_and_its_task_runs_again_elsewhere(cli
             first.wait()
 
     # Nothing was reported: the task is still held by a dead agent.
+    held_by_a = [("running", agent_a)]
     assert query(migrated, "SELECT status, instance_id FROM wave_task_assignments WHERE status IN ('assigned','running')") \
-        == [("running", agent_a)]
+        == held_by_a
 
-    # Detected as stale (doctor sees it too), then marked: stuck, task released to pending.
-    wait_for(lambda: invariant_findings(migrated, stale_after_s=1).get("stale_agents"), "the agent to look stale",
-             interval=0.1)
-    marked = wait_for(lambda: json.loads(cli("agent", "stale", "--mark", "--threshold", "1s", "--json", check=True).stdout),
-                      "agent stale --mark to mark the killed agent", interval=0.2)
-    assert [m["instance_id"] for m in marked] == [agent_a]
-    assert query(migrated, "SELECT status FROM build_agent_instances WHERE instance_id = ?", (agent_a,)) == [("stuck",)]
-    assert query(migrated, "SELECT a.status, a.instance_id FROM wave_task_assignments a JOIN tasks t ON t.id = a.task_id "
-                           "WHERE t.display_id = 'T-001'") == [("pending", None)]
-    assert_invariants(migrated)
-
-    # A new agent completes the run.
+    # Another agent is already waiting for work: it must not take T-001 while the dead agent
+    # still holds it (T-002 waits behind the wave barrier).
     go.touch()
     second = _worker(migrated, ex)
-    out, err = second.communicate(timeout=DEADLINE_S)
+    try:
+        # Detected as stale (doctor sees it too), then marked: stuck, task released to pending.
+        wait_for(lambda: query(migrated, "SELECT 1 FROM build_agent_instances WHERE instance_id <> ? "
+                                         "AND last_heartbeat IS NOT NULL", (agent_a,)), "the second worker to heartbeat")
+        wait_for(lambda: invariant_findings(migrated, stale_after_s=1).get("stale_agents"), "the agent to look stale",
+                 interval=0.1)
+        assert query(migrated, "SELECT status, instance_id FROM wave_task_assignments "
+                               "WHERE status IN ('assigned','running')") == held_by_a
+        assert query(migrated, "SELECT count(*) FROM task_execution_log WHERE event_type = 'task_started'") == [(1,)]
+        marked = wait_for(
+            lambda: json.loads(cli("agent", "stale", "--mark", "--threshold", "1s", "--json", check=True).stdout),
+            "agent stale --mark to mark the killed agent", interval=0.2)
+        assert [m["instance_id"] for m in marked] == [agent_a]
+        assert [r["outcome"] for r in marked[0]["released"]] == ["pending"]
+        assert query(migrated, "SELECT status FROM build_agent_instances WHERE instance_id = ?", (agent_a,)) == [("stuck",)]
+
+        # The waiting agent takes the task and completes the run.
+        out, err = second.communicate(timeout=DEADLINE_S)
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait()
     assert second.returncode == 0, err
     assert "Traceback" not in err
     run = json.loads(cli("run", "show", ex, "--json", check=True).stdout)
