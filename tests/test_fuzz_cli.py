@@ -388,7 +388,7 @@ def _import(world, name: str, data: bytes) -> tuple[list[str], int, str, str, di
 
 
 def test_random_task_list_files(world):
-    @settings(max_examples=150, **SETTINGS)
+    @settings(max_examples=100, **SETTINGS)
     @given(case=task_list_doc(), fmt=st.sampled_from(["json", "toml"]))
     def prop(case, fmt):
         doc, mutation = case
