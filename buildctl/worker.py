@@ -39,9 +39,10 @@ class Options:
     checkpoints: bool = False
     max_tasks: int | None = None
     config: dict | None = None
-    #: Idle polling while the barrier holds: starts small, grows to poll_max_s.
-    poll_min_s: float = 0.02
-    poll_max_s: float = 0.5
+    #: While the barrier holds: how often to look for a commit by anyone, and how long
+    #: to go without one before looking at the run again anyway.
+    poll_min_s: float = 0.005
+    poll_max_s: float = 1.0
 
 
 @dataclass
@@ -278,7 +279,6 @@ class Worker:
         outcome = Outcome(self.instance_id)
         self.hb_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self.hb_thread.start()
-        poll = self.opts.poll_min_s
         final_status, error = "completed", None
         try:
             while True:
@@ -290,15 +290,10 @@ class Worker:
                     break
                 claim = assignments.claim_next(self.db, self.execution_id, self.instance_id)
                 if claim is None:
-                    state = assignments.run_state(self.db, self.execution_id)
-                    if state == "done":
+                    if not self._wait_for_work():
                         outcome.reason = "the run has nothing left"
                         break
-                    self.status = "idle"
-                    time.sleep(poll)
-                    poll = min(self.opts.poll_max_s, poll * 1.5)
                     continue
-                poll = self.opts.poll_min_s
                 outcome.tasks_run += 1
                 result = self._run_assignment(claim)
                 if result == "completed":
@@ -325,6 +320,28 @@ class Worker:
                 pass  # already ended (or the database is gone): nothing more to record
             self.db.close()
         return outcome
+
+    def _wait_for_work(self) -> bool:
+        """Idle until something may be claimable; False when the run has nothing left.
+
+        Waiting on the barrier must not cost a wave a polling interval: instead of
+        sleeping a fixed time, watch PRAGMA data_version (it changes whenever another
+        connection commits, and reading it touches no table) and look again, read-only,
+        as soon as something changed. A claim (a write transaction) follows only when
+        the look says there is work.
+        """
+        self.status = "idle"
+        while not (self.terms or self.stop_reason):
+            state = assignments.run_state(self.db, self.execution_id)
+            if state != "wait":
+                return state == "work"
+            version = self.db.scalar("PRAGMA data_version")
+            deadline = time.monotonic() + self.opts.poll_max_s
+            while time.monotonic() < deadline and not (self.terms or self.stop_reason):
+                time.sleep(self.opts.poll_min_s)
+                if self.db.scalar("PRAGMA data_version") != version:
+                    break
+        return True  # stop requested: the main loop sees it and leaves
 
     def _stale_after_s(self) -> float:
         return self.config.get("staleAfterMs", agents.WORKER_CONFIG["staleAfterMs"]) / 1000

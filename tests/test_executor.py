@@ -167,7 +167,7 @@ def test_sigkilled_worker_is_marked_stuck_and_its_task_runs_again_elsewhere(cli,
     marks = tmp_path / "marks"
     marks.mkdir()
     # Each attempt leaves a file named after its pid; the kernel must kill the orphaned attempt.
-    cmd = f"sh -c 'echo $$ > {marks}/$$; exec sleep 1.5'"
+    cmd = f"sh -c 'echo $$ > {marks}/$$; exec sleep 4'"
     tasks = [task(f"T-00{i}", command=cmd) for i in range(1, 4)]
     ex = _start(cli, tmp_path, tasks, max_parallel_agents=3)
     workers = [_worker(migrated, ex, FAST) for _ in range(3)]
@@ -178,12 +178,12 @@ def test_sigkilled_worker_is_marked_stuck_and_its_task_runs_again_elsewhere(cli,
     victim_pid_files = set(marks.iterdir())
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    time.sleep(1.2)
+    time.sleep(2.5)
     # Its task died with it (PDEATHSIG + guard shell): only the two other attempts still run.
     alive = [p for p in victim_pid_files if _alive(int(p.name))]
     assert len(alive) == 2, alive
     # Mark it stale; the task goes back to pending and a surviving worker runs it again.
-    r = cli("agent", "stale", "--mark", "--threshold", "1s", "--json", check=True)
+    r = cli("agent", "stale", "--mark", "--threshold", "2s", "--json", check=True)
     marked = [a["instance_id"] for a in json.loads(r.stdout)]
     assert len(marked) == 1  # the killed one; the live workers heartbeat every 200 ms
     victim_agent = marked[0]
