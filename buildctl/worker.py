@@ -270,8 +270,7 @@ class Worker:
     # ------------------------------------------------------------------ main loop
     def run(self) -> Outcome:
         signal.signal(signal.SIGTERM, self._on_term)
-        with self.db.write():
-            pass  # fail early, with one line, if the database cannot be written
+        self.db.check_writable()  # fail early, with one line, if the database cannot be written
         self.instance_id = agents.spawn(self.db, self.execution_id, config=self.opts.config)
         self.config = agents.config_of(self.db, self.instance_id)
         self.execution_id = self.db.scalar("SELECT execution_id FROM build_agent_instances WHERE instance_id = ?",

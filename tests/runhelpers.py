@@ -10,10 +10,6 @@ from conftest import EXAMPLES
 FIVE_TASKS = EXAMPLES / "five-tasks.toml"
 
 
-# `migrated` / `migrated_template` live in conftest.py (a session template copied per test).
-from conftest import migrated, migrated_template  # noqa: E402,F401
-
-
 def write_list(path: Path, tasks: list[dict], *, name: str = "test-list", max_parallel_agents: int = 3,
                **extra) -> Path:
     """A JSON task-list file."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import EXAMPLES, snapshot
-from fastdb import migrated, migrated_template  # noqa: F401  (session template DB, copied per test)
 
 from buildctl import exitcodes
 

@@ -18,7 +18,6 @@ import pytest
 
 from checkpoint_helpers import git, git_env, init_repo
 from conftest import EXAMPLES, git_available, snapshot
-from fastdb import migrated, migrated_template  # noqa: F401  (session template DB, copied per test)
 from test_fuzz_cli import built_once, invoke  # noqa: F401  (fixture re-exported for this module)
 
 from buildctl import exitcodes

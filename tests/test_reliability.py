@@ -30,9 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint_helpers import git, git_env, init_repo, tree_state, write
+from checkpoint_helpers import git_env, init_repo, tree_state, write
 from conftest import assert_refused, buildctl_executable, git_available, snapshot
-from fastdb import migrated, migrated_template  # noqa: F401  (session template DB, copied per test)
 
 from buildctl import exitcodes
 
