@@ -19,8 +19,8 @@ Benchmarks, in order (``--only`` takes their names):
   memory    7. peak RSS of agent work, gc on the large database, log tail --follow
 
 ``--quick`` scales the data down by 10 (100 k log rows, 500 k heartbeats), shortens the
-timed windows and repeats less, to finish in about 2 minutes on 2 cores; the full run takes
-10-20 minutes. Exit status: 0 when every benchmark ran (budgets missed or not: it measures),
+timed windows and repeats less, to finish in under 2 minutes on 2 cores; the full run takes
+7-10 minutes (most of it seeding 5 M heartbeats and deleting them four times). Exit status: 0 when every benchmark ran (budgets missed or not: it measures),
 1 when a benchmark failed to run.
 """
 
