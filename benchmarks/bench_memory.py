@@ -78,11 +78,13 @@ def peak(argv: list[str], env: dict, *, cwd: Path | None = None, stdout=subproce
             p.kill()
         time.sleep(0.005)
     secs = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, argv))} exited {p.returncode}: "
-                           f"{p.stderr.read().decode(errors='replace').strip()[-600:]}")
-    if use_time:
-        hwm = int(out.read_text().split()[-1])
+    try:
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, argv))} exited {p.returncode}: "
+                               f"{p.stderr.read().decode(errors='replace').strip()[-600:]}")
+        if use_time:
+            hwm = int(out.read_text().split()[-1])
+    finally:
         out.unlink(missing_ok=True)
     return hwm / 1024, secs, "GNU time %M" if use_time else "/proc VmHWM polling"
 
