@@ -22,19 +22,21 @@ from buildctl.execlog import EVENT_TYPES
 
 
 class Param:
-    """One argument (no ``flags``) or option of a hot command.
+    """One argument (no ``flags``) or option of a lean command.
 
-    ``type`` is ``str``, ``int`` or ``float``; ``choices``, ``min`` and ``max`` are
-    checked after conversion (usage errors, exit 2); ``complete`` lists values shell
-    completion offers without restricting them (domain rules check those).
+    ``type`` is ``str``, ``int``, ``float``, ``duration`` (90s, 15m, 24h → seconds) or
+    ``bool`` (a flag that takes no value); ``multiple`` options may repeat and give a
+    list. ``choices``, ``min`` and ``max`` are checked after conversion (usage errors,
+    exit 2); ``complete`` lists values shell completion offers without restricting them
+    (domain rules check those). An argument is required unless ``required=False``.
     """
 
     __slots__ = ("name", "flags", "type", "help", "choices", "min", "max", "required", "default", "metavar",
-                 "complete")
+                 "complete", "multiple")
 
     def __init__(self, name: str, flags: tuple = (), type: str = "str", help: str = "", choices: tuple | None = None,
-                 min: float | None = None, max: float | None = None, required: bool = False, default=None,
-                 metavar: str | None = None, complete: tuple | None = None):
+                 min: float | None = None, max: float | None = None, required: bool | None = None, default=None,
+                 metavar: str | None = None, complete: tuple | None = None, multiple: bool = False):
         self.name = name
         self.flags = tuple(flags)
         self.type = type
@@ -42,10 +44,11 @@ class Param:
         self.choices = choices
         self.min = min
         self.max = max
-        self.required = required or (not flags and default is None)
-        self.default = default
+        self.required = required if required is not None else (not flags and default is None)
+        self.default = default if default is not None or type != "bool" else False
         self.metavar = metavar or (("[" + "|".join(choices) + "]") if choices else name.upper())
         self.complete = complete if complete is not None else choices
+        self.multiple = multiple
 
     @property
     def positional(self) -> bool:
@@ -161,6 +164,13 @@ AGENT_FINISH = Command(
 COMMANDS = {c.path: c for c in (HEARTBEAT, LOG_ADD, AGENT_FINISH)}
 
 
+def all_commands() -> dict:
+    """The hot commands plus the read commands people type (buildctl.readspec)."""
+    from buildctl import readspec
+
+    return {**COMMANDS, **readspec.COMMANDS}
+
+
 # --------------------------------------------------------------------------- shared behaviour
 
 _TYPE_NAMES = {"int": "an integer", "float": "a number"}
@@ -175,29 +185,41 @@ def convert(cmd: Command, raw: dict) -> dict:
     out = {}
     for p in cmd.params:
         value = raw.get(p.name)
-        if value is None:
+        if value is None or (p.multiple and not value):
             out[p.name] = p.default
-            continue
-        if p.type == "int" or p.type == "float":
-            text = str(value).strip()
-            try:
-                value = int(text) if p.type == "int" else float(text)
-            except ValueError:
-                raise UsageError(f"invalid value for {p.label}: {value!r} is not {_TYPE_NAMES[p.type]}") from None
-            if p.type == "float" and value != value:  # NaN
-                raise UsageError(f"invalid value for {p.label}: {text!r} is not {_TYPE_NAMES[p.type]}")
-            if p.min is not None and value < p.min or p.max is not None and value > p.max:
-                if p.max is None:
-                    rng = f"must be at least {p.min:g}"
-                elif p.min is None:
-                    rng = f"must be at most {p.max:g}"
-                else:
-                    rng = f"must be between {p.min:g} and {p.max:g}"
-                raise UsageError(f"invalid value for {p.label}: {text} ({rng})")
-        if p.choices is not None and value not in p.choices:
-            raise UsageError(f"invalid value for {p.label}: {value!r} is not one of {', '.join(p.choices)}")
-        out[p.name] = value
+        elif p.type == "bool":
+            out[p.name] = bool(value)
+        elif p.multiple:
+            out[p.name] = [_convert_one(p, v) for v in value]
+        else:
+            out[p.name] = _convert_one(p, value)
     return out
+
+
+def _convert_one(p: Param, value):
+    if p.type == "duration":
+        from buildctl import durations
+
+        return durations.parse(value, what=p.label)
+    if p.type == "int" or p.type == "float":
+        text = str(value).strip()
+        try:
+            value = int(text) if p.type == "int" else float(text)
+        except ValueError:
+            raise UsageError(f"invalid value for {p.label}: {value!r} is not {_TYPE_NAMES[p.type]}") from None
+        if p.type == "float" and value != value:  # NaN
+            raise UsageError(f"invalid value for {p.label}: {text!r} is not {_TYPE_NAMES[p.type]}")
+        if p.min is not None and value < p.min or p.max is not None and value > p.max:
+            if p.max is None:
+                rng = f"must be at least {p.min:g}"
+            elif p.min is None:
+                rng = f"must be at most {p.max:g}"
+            else:
+                rng = f"must be between {p.min:g} and {p.max:g}"
+            raise UsageError(f"invalid value for {p.label}: {text} ({rng})")
+    if p.choices is not None and value not in p.choices:
+        raise UsageError(f"invalid value for {p.label}: {value!r} is not one of {', '.join(p.choices)}")
+    return value
 
 
 def execute(cmd: Command, raw: dict, location: str | None) -> int:

@@ -58,8 +58,9 @@ def match(argv: list[str]) -> tuple[hotspec.Command, list[str], str | None] | No
     if split is None:
         return None
     location, rest = split
+    commands = hotspec.all_commands()
     for n in (1, 2):
-        cmd = hotspec.COMMANDS.get(tuple(rest[:n]))
+        cmd = commands.get(tuple(rest[:n]))
         if cmd is not None:
             args = rest[n:]
             for a in args:
@@ -91,6 +92,10 @@ def parse(cmd: hotspec.Command, args: list[str]) -> dict:
             continue
         name, eq, value = arg.partition("=")
         p = options.get(name)
+        if p is None and arg[:2] != "--" and len(arg) > 2 and options.get(arg[:2]) is not None \
+                and options[arg[:2]].type != "bool":
+            name, eq, value = arg[:2], "=", arg[2:]  # -n500, as Click reads it
+            p = options[name]
         if p is None:
             if arg[:2] != "--":
                 raise UsageError(f"No such option: {_esc(arg[:2])}")
@@ -99,12 +104,20 @@ def parse(cmd: hotspec.Command, args: list[str]) -> dict:
             close = get_close_matches(name, list(options))
             hint = f" (Possible options: {', '.join(sorted(close))})" if close else ""
             raise UsageError(f"No such option: {_esc(name)}{hint}")
+        if p.type == "bool":
+            if eq:
+                raise _BareUsageError(f"Option {name!r} does not take a value.")
+            raw[p.name] = True
+            continue
         if not eq:
             if i >= n:
                 raise _BareUsageError(f"Option {name!r} requires an argument.")
             value = args[i]
             i += 1
-        raw[p.name] = value
+        if p.multiple:
+            raw.setdefault(p.name, []).append(value)
+        else:
+            raw[p.name] = value
     positionals = [p for p in cmd.params if p.positional]
     for p, value in zip(positionals, loose):
         raw[p.name] = value

@@ -289,3 +289,111 @@ def live_view(snapshot: dict):
                fmt=lambda r: (_age(r["heartbeat_age_s"]) + " ago") if r["heartbeat_age_s"] is not None else "none"),
     ], title=f"running now: {len(snapshot['running'])}")
     return Group(waves_table(snapshot["summary"]), running)
+
+
+# --------------------------------------------------------------------------- read commands (readspec)
+
+def _human(seconds) -> str:
+    from buildctl.durations import human
+
+    return human(seconds)
+
+
+RUN_COLUMNS = [
+    Column("execution_id", "execution"),
+    Column("task_list_name", "list", max_width=24),
+    Column("run_number", "#", justify="right"),
+    Column("status", "status", kind="status"),
+    Column("total_tasks", "tasks", justify="right"),
+    Column("completed_tasks", "done", justify="right"),
+    Column("failed_tasks", "failed", justify="right"),
+    Column("skipped_tasks", "skipped", justify="right"),
+    Column("started_at", "started (UTC)", kind="time"),
+]
+
+
+def _wave_tasks(w: dict) -> str:
+    return " ".join(f"{t['display_id']}" + ("" if t["status"] == "pending" else f":{t['status']}") for t in w["tasks"])
+
+
+SHOW_WAVE_COLUMNS = [
+    Column("wave_number", "wave", justify="right"),
+    Column("status", "status", kind="status"),
+    Column("task_count", "tasks", justify="right"),
+    Column("completed_count", "done", justify="right"),
+    Column("failed_count", "failed", justify="right"),
+    Column("skipped_count", "skipped", justify="right"),
+    Column("active_agents", "agents", justify="right"),
+    Column("tasks", "task states", fmt=_wave_tasks, max_width=80),
+]
+
+
+def run_show(data: dict) -> list:
+    """`buildctl run show`: the run's fields, then a line per wave."""
+    return [
+        key_values([
+            ("execution", data["execution_id"]),
+            ("list", f"{data['task_list_name']} ({data['task_list_id']})"),
+            ("run", f"#{data['run_number']} (triggered by {data['triggered_by'] or '?'})"),
+            ("status", styled_status(data["status"])),
+            ("tasks", f"{data['total_tasks']} total, {data['completed_tasks']} completed, {data['failed_tasks']} failed, "
+                      f"{data['skipped_tasks']} skipped, {data['active_tasks']} active, {data['pending_tasks']} pending"),
+            ("progress", progress_bar(data["completed_tasks"] + data["skipped_tasks"], data["total_tasks"],
+                                      failed=data["failed_tasks"])),
+            ("max agents", data["max_parallel_agents"]),
+            ("started (UTC)", short_time(data["started_at"])),
+            ("ended (UTC)", short_time(data["completed_at"])),
+        ]),
+        build_table(data["waves"], SHOW_WAVE_COLUMNS),
+    ]
+
+
+AGENT_COLUMNS = [
+    Column("instance_id", "Agent"),
+    Column("execution_id", "Execution"),
+    Column("wave_number", "Wave", justify="right"),
+    Column("status", "Status", kind="status"),
+    Column("task", "Task"),
+    Column("spawned_at", "Spawned", kind="time"),
+    Column("last_heartbeat", "Last heartbeat", kind="time"),
+    Column("seconds_since_heartbeat", "Silent", justify="right", fmt=lambda r: _human(r.get("seconds_since_heartbeat"))),
+]
+
+STALE_COLUMNS = [
+    Column("instance_id", "Agent"),
+    Column("execution_id", "Execution"),
+    Column("status", "Status", kind="status"),
+    Column("wave_number", "Wave", justify="right"),
+    Column("last_heartbeat", "Last heartbeat", kind="time"),
+    Column("spawned_at", "Spawned", kind="time"),
+    Column("seconds_since_heartbeat", "Silent", justify="right", fmt=lambda r: _human(r.get("seconds_since_heartbeat"))),
+    Column("released", "Released", fmt=lambda r: ", ".join(
+        f"#{x['assignment_id']}→{x['outcome']}" for x in r.get("released") or [])),
+]
+
+LIST_COLUMNS = [
+    Column("id", "list"),
+    Column("name", "name"),
+    Column("status", "status", kind="status"),
+    Column("task_count", "tasks", justify="right"),
+    Column("completed_tasks", "done", justify="right"),
+    Column("run_count", "runs", justify="right"),
+    Column("max_parallel_agents", "agents", justify="right"),
+    Column("created_at", "created (UTC)", kind="time"),
+]
+
+
+def log_lines(events: list[dict], console_=None) -> None:
+    """`buildctl log tail`: one line per event: time, type (colored), task, agent, message, context."""
+    from rich.text import Text
+
+    out = console_ or console()
+    for ev in events:
+        line = Text()
+        line.append(short_time(ev["timestamp"]) + "  ", style="dim")
+        line.append(f"{ev['event_type']:<19}", style=STATUS_STYLES.get(ev["event_type"], ""))
+        line.append(f" {ev['task'] or '-':<8} {ev['instance_id'] or '-':<15} ")
+        line.append(ev["message"])
+        if ev["context"]:
+            line.append(f"  {ev['context']}", style="dim")
+        out.print(line, soft_wrap=True)

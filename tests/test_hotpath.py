@@ -80,16 +80,84 @@ def test_hot_commands_load_no_typer_rich_pydantic_or_sqlite_utils(env, tmp_path,
         # Not even the stdlib modules the budget cannot afford.
         assert not modules & {"pathlib", "typing", "dataclasses", "inspect", "argparse", "secrets"}, (args, modules)
     # The probe does see Typer when a command goes through it.
-    p, modules = _probe(env, tmp_path, "agent", "list", "--json")
+    p, modules = _probe(env, tmp_path, "agent", "show", "ag_par", "--json")
     assert p.returncode == 0, p.stderr
     assert "typer" in modules
+
+
+READ_CASES = [
+    ["agent", "list", "--json"],
+    ["agent", "list", "ex_seed", "--status", "running", "--json"],
+    ["agent", "list"],
+    ["agent", "stale", "--threshold", "1h", "--json"],
+    ["run", "list", "--json"],
+    ["run", "list", "--status", "running"],
+    ["run", "show", "ex_seed", "--json"],
+    ["run", "show", "ex_seed"],
+    ["waves", "ex_seed", "--json"],
+    ["waves", "ex_s"],
+    ["log", "tail", "ex_seed", "-n", "2", "--json"],
+    ["log", "tail", "ex_seed", "-n2", "--type", "info", "--type", "warning", "--json"],
+    ["log", "tail", "ex_seed", "--errors", "--since", "1h"],
+    ["tasks", "list", "--json"],
+    # refused
+    ["agent", "stale", "--threshold", "soon"],
+    ["agent", "list", "--status", "bogus"],
+    ["run", "list", "--status", "bogus"],
+    ["run", "show"],
+    ["waves", "ex_nope"],
+    ["waves", "ex_seed", "--watch", "--interval", "0"],
+    ["log", "tail", "ex_seed", "-n", "0"],
+    ["log", "tail", "ex_seed", "--json=yes"],
+    ["log", "tail", "ex_seed", "--since", "-5m"],
+    ["tasks", "list", "extra"],
+]
+
+
+def test_read_commands_take_the_lean_path_without_typer_or_pydantic(env, tmp_path, lane):
+    for args in (["waves", "ex_seed"], ["run", "show", "ex_seed"], ["log", "tail", "ex_seed", "-n", "5"],
+                 ["agent", "stale", "--json"], ["run", "list"], ["agent", "list"], ["tasks", "list"]):
+        p, modules = _probe(env, tmp_path, *args)
+        assert p.returncode == 0, (args, p.stderr)
+        assert not modules & {"typer", "pydantic", "sqlite_utils", "click"}, (args, sorted(modules & set(HEAVY)))
+
+
+_SECONDS = re.compile(r'("seconds_since_heartbeat": )\d+|(\d+(\.\d+)?(ms|s|m\d\ds)\b)')
+
+
+def test_read_commands_print_and_refuse_the_same_on_both_paths(env, migrated, lane, tmp_path):
+    """The lean path and the generated Typer commands: same exit code, same output."""
+    bare = {k: v for k, v in env.items() if k != "BUILDCTL_DB"}
+    spec, out = tmp_path / "cases.json", tmp_path / "typer.json"
+    spec.write_text(json.dumps([[str(migrated), argv] for argv in READ_CASES]))
+    before = _normalized(migrated)
+    lean_results = []
+    for argv in READ_CASES:
+        assert lean.match(argv) is not None, argv
+        p = subprocess.run(buildctl_executable() + ["--db", str(migrated)] + argv, env=bare, capture_output=True, text=True)
+        lean_results.append([p.returncode, p.stdout, p.stderr])
+    subprocess.run([sys.executable, "-c", TYPER_RUNNER, str(spec), str(out)], env={**bare, "COLUMNS": "200"}, check=True)
+    def norm(text: str) -> str:
+        # The two runs are a moment apart: ages may differ, and table columns with them.
+        text = _SECONDS.sub("<n>", _TS.sub("<ts>", text))
+        return re.sub(r"[─━]+", "-", re.sub(r" +", " ", text))
+    refused = 0
+    for argv, lr, tr in zip(READ_CASES, lean_results, json.loads(out.read_text())):
+        assert lr[0] == tr[0], f"{argv}: exit {lr[0]} (lean) != {tr[0]} (typer): {lr[2]} / {tr[2]}"
+        assert norm(lr[1]) == norm(tr[1]), f"{argv}: stdout differs\n{lr[1]}\n---\n{tr[1]}"
+        assert norm(lr[2]) == norm(tr[2]), f"{argv}: stderr differs: {lr[2]!r} != {tr[2]!r}"
+        if lr[0] != 0:
+            refused += 1
+            assert_refused(type("R", (), {"returncode": lr[0], "stdout": lr[1], "stderr": lr[2]})())
+    assert refused == 10
+    assert _normalized(migrated) == before  # reading wrote nothing
 
 
 def test_help_and_unknown_commands_fall_through_to_typer(cli, lane):
     assert lean.try_run(["heartbeat", "--help"]) is None
     assert lean.try_run(["log", "add", "ex", "info", "m", "-h"]) is None
     assert lean.try_run(["--version", "heartbeat", "x"]) is None
-    assert lean.try_run(["agent", "list"]) is None
+    assert lean.try_run(["agent", "show", "ag_par"]) is None
     assert lean.match(["--db", "x.db", "heartbeat", "a", "--", "--help"]) is not None  # after --, a value
     r = cli("heartbeat", "--help", check=True)
     for p in hotspec.HEARTBEAT.params:

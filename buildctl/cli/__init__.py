@@ -70,7 +70,10 @@ def _usage_line(exc) -> str:
 
 def run_app(argv: list[str] | None = None) -> int:
     """Run the Typer app; every failure becomes one `error:` line and a named exit code."""
-    from typer._click import exceptions as click_exc
+    try:  # Typer >= 0.26 vendors Click; older releases use the click package
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover - depends on the installed Typer
+        from click import exceptions as click_exc
 
     if "_BUILDCTL_COMPLETE" in os.environ:
         # add_completion=False hides --install-completion, but the shell scripts in

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from buildctl import agents, durations, hotspec, render
+from buildctl import agents, hotspec, render
 from buildctl.cli import hot
 from buildctl.cli.common import AgentArg, ExecArg, JsonOption, complete_execution, open_db
 
@@ -89,33 +89,6 @@ def work(
     raise typer.Exit(out.exit_code)
 
 
-AGENT_COLUMNS = [
-    render.Column("instance_id", "Agent"),
-    render.Column("execution_id", "Execution"),
-    render.Column("wave_number", "Wave", justify="right"),
-    render.Column("status", "Status", kind="status"),
-    render.Column("task", "Task"),
-    render.Column("spawned_at", "Spawned", kind="time"),
-    render.Column("last_heartbeat", "Last heartbeat", kind="time"),
-    render.Column("seconds_since_heartbeat", "Silent", justify="right",
-                  fmt=lambda r: durations.human(r.get("seconds_since_heartbeat"))),
-]
-
-
-@app.command("list")
-def list_(
-    execution: OptionalExecArg = None,
-    status: Annotated[Optional[str], typer.Option("--status", metavar="STATUS", autocompletion=_complete_status,
-                                                  help="Only agents in this status: "
-                                                       + ", ".join(agents.STATUSES) + ".")] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """List agents, oldest first: all of them, or one execution's."""
-    with open_db() as db:
-        rows = agents.list_agents(db, execution, status=status)
-    render.emit(rows, AGENT_COLUMNS, as_json=as_json, empty="no agents")
-
-
 HEARTBEAT_COLUMNS = [
     render.Column("timestamp", "Time", kind="time"),
     render.Column("status", "Status", kind="status"),
@@ -151,41 +124,11 @@ def show(
     render.show(*out)
 
 
-STALE_COLUMNS = [
-    render.Column("instance_id", "Agent"),
-    render.Column("execution_id", "Execution"),
-    render.Column("status", "Status", kind="status"),
-    render.Column("wave_number", "Wave", justify="right"),
-    render.Column("last_heartbeat", "Last heartbeat", kind="time"),
-    render.Column("spawned_at", "Spawned", kind="time"),
-    render.Column("seconds_since_heartbeat", "Silent", justify="right",
-                  fmt=lambda r: durations.human(r.get("seconds_since_heartbeat"))),
-    render.Column("released", "Released", fmt=lambda r: ", ".join(
-        f"#{x['assignment_id']}→{x['outcome']}" for x in r.get("released") or [])),
-]
-
-
-@app.command("stale")
-def stale(
-    execution: OptionalExecArg = None,
-    threshold: Annotated[str, typer.Option("--threshold", metavar="DURATION",
-                                           help="Silent for longer than this (90s, 5m, …) counts as stale.")] = "60s",
-    mark: Annotated[bool, typer.Option("--mark", help="Set the stale agents stuck (with an error_context) and "
-                                                      "release their running tasks (retry or fail).")] = False,
-    as_json: JsonOption = False,
-) -> None:
-    """Agents (initializing, running or idle) whose last heartbeat — or spawn, if they never
-    sent one — is older than the threshold (B.8, fixed)."""
-    seconds = durations.parse(threshold, what="--threshold")
-    with open_db() as db:
-        rows = agents.mark_stale(db, seconds, execution) if mark else agents.stale(db, seconds, execution)
-    columns = STALE_COLUMNS if mark else STALE_COLUMNS[:-1]
-    render.emit(rows, columns, as_json=as_json, empty=f"no agent silent for more than {durations.human(seconds)}")
-    if mark and rows and not as_json:
-        render.info(f"marked {len(rows)} agent(s) stuck")
-
-
 def register(root: typer.Typer) -> None:
+    from buildctl import readspec
+
+    hot.register(app, readspec.AGENT_LIST)
+    hot.register(app, readspec.AGENT_STALE)
     hot.register(app, hotspec.AGENT_FINISH)
     root.add_typer(app, name="agent")
     hot.register(root, hotspec.HEARTBEAT)

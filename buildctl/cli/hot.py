@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from buildctl import hotspec
-from buildctl.cli.common import State, complete_agent, complete_execution
+from buildctl.cli.common import State, complete_agent, complete_execution, complete_list
 
 
 def _completer(p: hotspec.Param):
@@ -31,6 +31,8 @@ def _completer(p: hotspec.Param):
         return complete_execution
     if p.metavar == "ID":
         return complete_agent
+    if p.metavar == "LIST":
+        return complete_list
     return None
 
 
@@ -46,10 +48,14 @@ def _annotation(p: hotspec.Param):
         kwargs["autocompletion"] = completer
     if p.positional:
         info = typer.Argument(**kwargs)
-        py_type = str
+        py_type = str if p.required else Optional[str]
+    elif p.type == "bool":
+        kwargs.pop("metavar")
+        info = typer.Option(*p.flags, **kwargs)
+        py_type = bool
     else:
         info = typer.Option(*p.flags, **kwargs)
-        py_type = str if p.required else Optional[str]
+        py_type = Optional[list[str]] if p.multiple else (str if p.required else Optional[str])
     return Annotated[py_type, info]
 
 
@@ -63,7 +69,7 @@ def make_command(cmd: hotspec.Command):
     annotations = {}
     for p in cmd.params:
         ann = _annotation(p)
-        default = inspect.Parameter.empty if p.required else None
+        default = inspect.Parameter.empty if p.required else (False if p.type == "bool" else None)
         params.append(inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann))
         annotations[p.name] = ann
     # Required parameters first, as Python signatures demand; Click orders by position anyway.

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from buildctl import durations, execlog, hotspec, render
+from buildctl import execlog, hotspec, render
 from buildctl.cli import hot
 from buildctl.cli.common import ExecArg, JsonOption, open_db
 
@@ -23,60 +23,6 @@ def _complete_type(incomplete: str) -> list[str]:
 
 TaskOption = Annotated[Optional[str], typer.Option(
     "--task", metavar="T", help="Only this task: display id (T-001) within the run's list, or task id.")]
-
-
-def _line(ev: dict, console) -> None:
-    from rich.text import Text
-
-    line = Text()
-    line.append(render.short_time(ev["timestamp"]) + "  ", style="dim")
-    line.append(f"{ev['event_type']:<19}", style=render.STATUS_STYLES.get(ev["event_type"], ""))
-    line.append(f" {ev['task'] or '-':<8} {ev['instance_id'] or '-':<15} ")
-    line.append(ev["message"])
-    if ev["context"]:
-        line.append(f"  {ev['context']}", style="dim")
-    console.print(line, soft_wrap=True)
-
-
-@app.command("tail")
-def tail(
-    execution: ExecArg,
-    lines: Annotated[int, typer.Option("-n", "--lines", min=1, metavar="N", help="How many of the last events to print.")]
-    = execlog.DEFAULT_TAIL,
-    task: TaskOption = None,
-    types: Annotated[Optional[list[str]], typer.Option(
-        "--type", metavar="TYPE", autocompletion=_complete_type,
-        help="Only events of this type (repeat for several): " + ", ".join(execlog.EVENT_TYPES) + ".")] = None,
-    errors: Annotated[bool, typer.Option("--errors", help="Only task_failed and error events.")] = False,
-    since: Annotated[Optional[str], typer.Option("--since", metavar="DURATION",
-                                                 help="Only events of the last DURATION (90s, 15m, 24h, …).")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events as they are written; "
-                                                                "exit 0 when the run ends.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stable keys, ISO-8601 UTC timestamps); "
-                                                         "one object per line (NDJSON) with --follow.")] = False,
-) -> None:
-    """Print a run's last events, oldest first (lane-isolated); --follow until the run ends."""
-    since_s = durations.parse(since, what="--since") if since is not None else None
-    with open_db() as db:
-        if not follow:
-            rows = execlog.tail(db, execution, lines, task=task, types=types, errors_only=errors, since_s=since_s)
-            if as_json:
-                render.print_json(rows)
-            elif not rows:
-                render.info("no events")
-            else:
-                console = render.console()
-                for ev in rows:
-                    _line(ev, console)
-            return
-        console = None if as_json else render.console()
-        events = execlog.follow(db, execution, lines, task=task, types=types, errors_only=errors, since_s=since_s,
-                                on_ready=lambda: render.info(f"following {execution} until the run ends (Ctrl-C to stop)"))
-        for ev in events:
-            if as_json:
-                render.print_ndjson(ev)
-            else:
-                _line(ev, console)
 
 
 FAILURE_COLUMNS = [
@@ -107,5 +53,8 @@ def failures(
 
 
 def register(root: typer.Typer) -> None:
+    from buildctl import readspec
+
     hot.register(app, hotspec.LOG_ADD)
+    hot.register(app, readspec.LOG_TAIL)
     root.add_typer(app, name="log")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Literal
 
 import typer
 
 from buildctl import render
-from buildctl.cli.common import ExecArg, JsonOption, complete_list, open_db
+from buildctl.cli.common import ExecArg, complete_list, open_db
 
 app = typer.Typer(help="Execution runs: start, list, show, pause, resume, cancel, exec.", no_args_is_help=True)
 
@@ -43,76 +42,6 @@ def start(
     )
 
 
-RUN_COLUMNS = [
-    render.Column("execution_id", "execution"),
-    render.Column("task_list_name", "list", max_width=24),
-    render.Column("run_number", "#", justify="right"),
-    render.Column("status", "status", kind="status"),
-    render.Column("total_tasks", "tasks", justify="right"),
-    render.Column("completed_tasks", "done", justify="right"),
-    render.Column("failed_tasks", "failed", justify="right"),
-    render.Column("skipped_tasks", "skipped", justify="right"),
-    render.Column("started_at", "started (UTC)", kind="time"),
-]
-
-
-@app.command("list")
-def list_(
-    list_ref: Annotated[str | None, typer.Option(
-        "--list", metavar="LIST", autocompletion=complete_list, help="Only runs of this task list (id prefix or name).")] = None,
-    status: Annotated[RunStatus | None, typer.Option("--status", help="Only runs in this status.")] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """List execution runs, oldest first."""
-    from buildctl import runs
-
-    with open_db() as db:
-        rows = runs.list_runs(db, list_ref=list_ref, status=status)
-    render.emit(rows, RUN_COLUMNS, as_json=as_json, empty="no runs match")
-
-
-def _wave_tasks(w: dict) -> str:
-    return " ".join(f"{t['display_id']}" + ("" if t["status"] == "pending" else f":{t['status']}") for t in w["tasks"])
-
-
-SHOW_WAVE_COLUMNS = [
-    render.Column("wave_number", "wave", justify="right"),
-    render.Column("status", "status", kind="status"),
-    render.Column("task_count", "tasks", justify="right"),
-    render.Column("completed_count", "done", justify="right"),
-    render.Column("failed_count", "failed", justify="right"),
-    render.Column("skipped_count", "skipped", justify="right"),
-    render.Column("active_agents", "agents", justify="right"),
-    render.Column("tasks", "task states", fmt=_wave_tasks, max_width=80),
-]
-
-
-@app.command("show")
-def show(execution: ExecArg, as_json: JsonOption = False) -> None:
-    """Show one run: counters, and a line per wave with its tasks' states."""
-    from buildctl import runs
-
-    with open_db() as db:
-        data = runs.show_run(db, execution)
-    if as_json:
-        render.print_json(data)
-        return
-    render.show(render.key_values([
-        ("execution", data["execution_id"]),
-        ("list", f"{data['task_list_name']} ({data['task_list_id']})"),
-        ("run", f"#{data['run_number']} (triggered by {data['triggered_by'] or '?'})"),
-        ("status", render.styled_status(data["status"])),
-        ("tasks", f"{data['total_tasks']} total, {data['completed_tasks']} completed, {data['failed_tasks']} failed, "
-                  f"{data['skipped_tasks']} skipped, {data['active_tasks']} active, {data['pending_tasks']} pending"),
-        ("progress", render.progress_bar(data["completed_tasks"] + data["skipped_tasks"], data["total_tasks"],
-                                         failed=data["failed_tasks"])),
-        ("max agents", data["max_parallel_agents"]),
-        ("started (UTC)", render.short_time(data["started_at"])),
-        ("ended (UTC)", render.short_time(data["completed_at"])),
-    ]))
-    render.emit(data["waves"], SHOW_WAVE_COLUMNS, as_json=False)
-
-
 def _lifecycle(verb: str, execution: str) -> None:
     from buildctl import runs
 
@@ -142,54 +71,6 @@ def resume(execution: ExecArg) -> None:
 def cancel(execution: ExecArg) -> None:
     """Cancel a run: pending tasks become skipped, running agents are told to stop."""
     _lifecycle("cancel", execution)
-
-
-# --------------------------------------------------------------------------- waves
-
-def waves(
-    execution: ExecArg,
-    as_json: JsonOption = False,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh in place until the run ends (Ctrl-C stops watching).")] = False,
-    interval: Annotated[str, typer.Option("--interval", metavar="DURATION", help="Refresh interval for --watch, e.g. 1s, 500ms.")] = "1s",
-) -> None:
-    """The wave summary of a run (B.8): status, tasks, completed, failed, active agents, progress."""
-    from buildctl import durations, runs
-    from buildctl.errors import UsageError
-
-    seconds = durations.parse(interval, what="--interval")
-    if seconds <= 0:
-        raise UsageError(f"invalid --interval {interval!r}: must be greater than zero")
-    with open_db() as db:
-        execution_id = runs.resolve_execution(db, execution)
-        if not watch:
-            summary = runs.wave_summary(db, execution_id)
-            if as_json:
-                render.print_json(summary)
-            else:
-                render.show(render.waves_table(summary))
-            return
-        try:
-            if as_json:
-                last = None
-                while True:
-                    summary = runs.wave_summary(db, execution_id)
-                    if summary != last:
-                        render.print_ndjson(summary)
-                        last = summary
-                    if runs.is_ended(summary["status"]):
-                        return
-                    time.sleep(seconds)
-            from rich.live import Live
-
-            summary = runs.wave_summary(db, execution_id)
-            with Live(render.waves_table(summary), console=render.console(), auto_refresh=False,
-                      transient=False) as live:
-                while not runs.is_ended(summary["status"]):
-                    time.sleep(seconds)
-                    summary = runs.wave_summary(db, execution_id)
-                    live.update(render.waves_table(summary), refresh=True)
-        except KeyboardInterrupt:
-            return  # Ctrl-C ends watching; that is not an error
 
 
 @app.command("exec")
@@ -253,5 +134,10 @@ def exec_(
 
 
 def register(root: typer.Typer) -> None:
+    from buildctl import readspec
+    from buildctl.cli import hot
+
+    hot.register(app, readspec.RUN_LIST)
+    hot.register(app, readspec.RUN_SHOW)
     root.add_typer(app, name="run")
-    root.command("waves")(waves)
+    hot.register(root, readspec.WAVES)

@@ -30,28 +30,6 @@ def import_(file: FileArg, as_json: JsonOption = False) -> None:
         render.info(f"imported {result['name']!r}: {result['task_count']} tasks")
 
 
-LIST_COLUMNS = [
-    render.Column("id", "list"),
-    render.Column("name", "name"),
-    render.Column("status", "status", kind="status"),
-    render.Column("task_count", "tasks", justify="right"),
-    render.Column("completed_tasks", "done", justify="right"),
-    render.Column("run_count", "runs", justify="right"),
-    render.Column("max_parallel_agents", "agents", justify="right"),
-    render.Column("created_at", "created (UTC)", kind="time"),
-]
-
-
-@app.command("list")
-def list_(as_json: JsonOption = False) -> None:
-    """List the task lists, oldest first."""
-    from buildctl import tasklists
-
-    with open_db() as db:
-        rows = tasklists.list_lists(db)
-    render.emit(rows, LIST_COLUMNS, as_json=as_json, empty="no task lists yet; create one with `buildctl tasks import FILE`")
-
-
 def _files(row: dict) -> str:
     return "\n".join(f"{f['op']} {f['path']} ({f['confidence']:g})" for f in row["files"])
 
@@ -93,4 +71,8 @@ def show(list_ref: ListArg, as_json: JsonOption = False) -> None:
 
 
 def register(root: typer.Typer) -> None:
+    from buildctl import readspec
+    from buildctl.cli import hot
+
+    hot.register(app, readspec.TASKS_LIST)
     root.add_typer(app, name="tasks")

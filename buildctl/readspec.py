@@ -1,0 +1,227 @@
+"""The read commands people type, declared once for both command lines (SPEC §7).
+
+`waves`, `run show`, `run list`, `log tail`, `agent list`, `agent stale` and
+`tasks list` answer in well under a tenth of a second of database work; what a
+person waits for is start-up. Like the hot path (buildctl.hotspec), they are served
+by buildctl.lean without importing Typer or pydantic, while buildctl.cli.hot
+generates their Typer commands (help, completion) from the same declarations.
+Rendering is buildctl.render's (Rich, imported when a table is drawn).
+
+Stdlib only at import time: every runner imports what it needs.
+"""
+
+from __future__ import annotations
+
+from buildctl.agents import STATUSES as AGENT_STATUSES
+from buildctl.execlog import EVENT_TYPES
+from buildctl.hotspec import Command, Param
+
+RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled", "paused")
+
+JSON = Param("as_json", ("--json",), type="bool",
+             help="Print JSON (stable keys, ISO-8601 UTC timestamps) instead of a table.")
+EXEC = Param("execution", help="Execution id (any unique prefix).", metavar="EXEC")
+
+
+def _exec_optional(help_text: str) -> Param:
+    return Param("execution", help=help_text, metavar="EXEC", required=False)
+
+
+# --------------------------------------------------------------------------- runners
+
+def _run_waves(db, v: dict) -> None:
+    import time
+
+    from buildctl import render, runs
+    from buildctl.errors import UsageError
+
+    if v["interval"] <= 0:
+        raise UsageError("invalid value for --interval: must be greater than zero")
+    execution_id = runs.resolve_execution(db, v["execution"])
+    summary = runs.wave_summary(db, execution_id)
+    if not v["watch"]:
+        if v["as_json"]:
+            render.print_json(summary)
+        else:
+            render.show(render.waves_table(summary))
+        return
+    try:
+        if v["as_json"]:
+            last = None
+            while True:
+                if summary != last:
+                    render.print_ndjson(summary)
+                    last = summary
+                if runs.is_ended(summary["status"]):
+                    return
+                time.sleep(v["interval"])
+                summary = runs.wave_summary(db, execution_id)
+        from rich.live import Live
+
+        with Live(render.waves_table(summary), console=render.console(), auto_refresh=False, transient=False) as live:
+            while not runs.is_ended(summary["status"]):
+                time.sleep(v["interval"])
+                summary = runs.wave_summary(db, execution_id)
+                live.update(render.waves_table(summary), refresh=True)
+    except KeyboardInterrupt:
+        return  # Ctrl-C ends watching; that is not an error
+
+
+def _run_run_show(db, v: dict) -> None:
+    from buildctl import render, runs
+
+    data = runs.show_run(db, v["execution"])
+    if v["as_json"]:
+        render.print_json(data)
+    else:
+        render.show(*render.run_show(data))
+
+
+def _run_run_list(db, v: dict) -> None:
+    from buildctl import render, runs
+
+    rows = runs.list_runs(db, list_ref=v["list_ref"], status=v["status"])
+    render.emit(rows, render.RUN_COLUMNS, as_json=v["as_json"], empty="no runs match")
+
+
+def _run_log_tail(db, v: dict) -> None:
+    from buildctl import execlog, render
+
+    args = dict(task=v["task"], types=v["types"], errors_only=v["errors"], since_s=v["since"])
+    if not v["follow"]:
+        rows = execlog.tail(db, v["execution"], v["lines"], **args)
+        if v["as_json"]:
+            render.print_json(rows)
+        elif not rows:
+            render.info("no events")
+        else:
+            render.log_lines(rows)
+        return
+    console = None if v["as_json"] else render.console()
+    events = execlog.follow(db, v["execution"], v["lines"], **args,
+                            on_ready=lambda: render.info(f"following {v['execution']} until the run ends (Ctrl-C to stop)"))
+    try:
+        for ev in events:
+            if v["as_json"]:
+                render.print_ndjson(ev)
+            else:
+                render.log_lines([ev], console)
+    except KeyboardInterrupt:
+        return
+
+
+def _run_agent_list(db, v: dict) -> None:
+    from buildctl import agents, render
+
+    rows = agents.list_agents(db, v["execution"], status=v["status"])
+    render.emit(rows, render.AGENT_COLUMNS, as_json=v["as_json"], empty="no agents")
+
+
+def _run_agent_stale(db, v: dict) -> None:
+    from buildctl import agents, durations, render
+
+    seconds = v["threshold"]
+    rows = agents.mark_stale(db, seconds, v["execution"]) if v["mark"] else agents.stale(db, seconds, v["execution"])
+    columns = render.STALE_COLUMNS if v["mark"] else render.STALE_COLUMNS[:-1]
+    render.emit(rows, columns, as_json=v["as_json"], empty=f"no agent silent for more than {durations.human(seconds)}")
+    if v["mark"] and rows and not v["as_json"]:
+        render.info(f"marked {len(rows)} agent(s) stuck")
+
+
+def _run_tasks_list(db, v: dict) -> None:
+    from buildctl import render, tasklists
+
+    rows = tasklists.list_lists(db)
+    render.emit(rows, render.LIST_COLUMNS, as_json=v["as_json"],
+                empty="no task lists yet; create one with `buildctl tasks import FILE`")
+
+
+# --------------------------------------------------------------------------- the declarations
+
+WAVES = Command(
+    ("waves",),
+    help="The wave summary of a run (B.8): status, tasks, completed, failed, active agents, progress.",
+    params=(
+        EXEC,
+        JSON,
+        Param("watch", ("--watch", "-w"), type="bool", help="Refresh in place until the run ends (Ctrl-C stops watching)."),
+        Param("interval", ("--interval",), type="duration", default=1.0, metavar="DURATION",
+              help="Refresh interval for --watch, e.g. 1s, 500ms."),
+    ),
+    runner=_run_waves,
+)
+
+RUN_SHOW = Command(
+    ("run", "show"),
+    help="Show one run: counters, and a line per wave with its tasks' states.",
+    params=(EXEC, JSON),
+    runner=_run_run_show,
+)
+
+RUN_LIST = Command(
+    ("run", "list"),
+    help="List execution runs, oldest first.",
+    params=(
+        Param("list_ref", ("--list",), metavar="LIST", help="Only runs of this task list (id prefix or name)."),
+        Param("status", ("--status",), choices=RUN_STATUSES, help="Only runs in this status."),
+        JSON,
+    ),
+    runner=_run_run_list,
+)
+
+LOG_TAIL = Command(
+    ("log", "tail"),
+    help="Print a run's last events, oldest first (lane-isolated); --follow until the run ends.",
+    params=(
+        EXEC,
+        Param("lines", ("-n", "--lines"), type="int", min=1, default=500, metavar="N",
+              help="How many of the last events to print."),
+        Param("task", ("--task",), metavar="T", help="Only this task: display id (T-001) within the run's list, or task id."),
+        Param("types", ("--type",), metavar="TYPE", multiple=True, complete=EVENT_TYPES,
+              help="Only events of this type (repeat for several): " + ", ".join(EVENT_TYPES) + "."),
+        Param("errors", ("--errors",), type="bool", help="Only task_failed and error events."),
+        Param("since", ("--since",), type="duration", metavar="DURATION",
+              help="Only events of the last DURATION (90s, 15m, 24h, …)."),
+        Param("follow", ("--follow", "-f"), type="bool",
+              help="Keep printing new events as they are written; exit 0 when the run ends."),
+        Param("as_json", ("--json",), type="bool",
+              help="Print JSON (stable keys, ISO-8601 UTC timestamps); one object per line (NDJSON) with --follow."),
+    ),
+    runner=_run_log_tail,
+)
+
+AGENT_LIST = Command(
+    ("agent", "list"),
+    help="List agents, oldest first: all of them, or one execution's.",
+    params=(
+        _exec_optional("Only this execution (any unique id prefix); all executions when left out."),
+        Param("status", ("--status",), metavar="STATUS", complete=AGENT_STATUSES,
+              help="Only agents in this status: " + ", ".join(AGENT_STATUSES) + "."),
+        JSON,
+    ),
+    runner=_run_agent_list,
+)
+
+AGENT_STALE = Command(
+    ("agent", "stale"),
+    help=("Agents (initializing, running or idle) whose last heartbeat — or spawn, if they never sent one — "
+          "is older than the threshold (B.8, fixed)."),
+    params=(
+        _exec_optional("Only this execution (any unique id prefix); all executions when left out."),
+        Param("threshold", ("--threshold",), type="duration", default=60.0, metavar="DURATION",
+              help="Silent for longer than this (90s, 5m, …) counts as stale."),
+        Param("mark", ("--mark",), type="bool",
+              help="Set the stale agents stuck (with an error_context) and release their running tasks (retry or fail)."),
+        JSON,
+    ),
+    runner=_run_agent_stale,
+)
+
+TASKS_LIST = Command(
+    ("tasks", "list"),
+    help="List the task lists, oldest first.",
+    params=(JSON,),
+    runner=_run_tasks_list,
+)
+
+COMMANDS = {c.path: c for c in (WAVES, RUN_SHOW, RUN_LIST, LOG_TAIL, AGENT_LIST, AGENT_STALE, TASKS_LIST)}
