@@ -400,7 +400,7 @@ def mark_stale(db: Database, threshold_s: float = DEFAULT_STALE_S, execution_id:
                 "SELECT instance_id, execution_id, status, current_task_id, config, "
                 "  CAST((julianday('now') - julianday(COALESCE(last_heartbeat, spawned_at))) * 86400 AS INTEGER) AS silent_s "
                 "FROM build_agent_instances WHERE instance_id = ? AND status IN ('initializing', 'running', 'idle') "
-                "  AND COALESCE(last_heartbeat, spawned_at) < datetime('now', ?)", (iid, modifier))
+                "  AND COALESCE(last_heartbeat, spawned_at) < strftime('%Y-%m-%d %H:%M:%f', 'now', ?)", (iid, modifier))
             if row is None:
                 continue
             stamp = db.scalar(f"SELECT {NOW_ISO}")

@@ -33,7 +33,7 @@ def parse(text: str | int | float, *, what: str = "duration") -> float:
 
 
 def sqlite_modifier(seconds: float) -> str:
-    """'-86400.000 seconds': a datetime('now', …) modifier for a cut-off in the past."""
+    """'-86400.000 seconds': a modifier for strftime('%Y-%m-%d %H:%M:%f', 'now', …), a cut-off in the past."""
     return f"-{seconds:.3f} seconds"
 
 

@@ -56,62 +56,70 @@ class Outcome:
     events: list[str] = field(default_factory=list)
 
 
-def _parent_death_signal():
-    """prctl(PR_SET_PDEATHSIG, SIGHUP), resolved before any fork (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(1, signal.SIGHUP, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-
-
-_PDEATHSIG = _parent_death_signal()
+#: The task runs under a guard shell, the leader of its own process group, with a
+#: watcher that blocks reading the worker's lifeline pipe. The worker holds the only
+#: write end: when it dies, even by SIGKILL, the kernel closes it, the read sees EOF
+#: and the watcher kills the whole group, so a task whose agent is declared stale
+#: cannot keep running beside its retry. The command itself runs in a background
+#: subshell whose exit status `wait` passes through. (A pipe instead of
+#: prctl(PR_SET_PDEATHSIG): that needs a preexec_fn, which costs ~3 ms a task.)
+#: The lifeline arrives as the guard's stdin; the command gets /dev/null, as before.
+_GUARD = ('exec 3<&0 0</dev/null; ( read _ <&3; kill -KILL 0 ) & watcher=$!; exec 3<&-; '
+          '( {body} ) & child=$!; wait $child; rc=$?; kill $watcher 2>/dev/null; exit $rc')
+_GUARD_NO_LIFELINE = '( {body} ) & wait $!'
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel sends it SIGHUP when the worker dies, even by
-    SIGKILL, and the guard shell below then kills the task's whole process group."""
-    if _PDEATHSIG is not None:
-        _PDEATHSIG()
-
-
-#: The task runs under a guard shell, the leader of its own process group. When the
-#: worker dies, the kernel hangs the guard up (PDEATHSIG) and it kills the group, so a
-#: task whose agent is declared stale cannot keep running beside its retry. The command
-#: itself runs in a background subshell; `wait` passes its exit status through.
-_GUARD = 'trap "kill -KILL 0" HUP; ({body}) & wait $!'
-
-
-def guarded_argv(command: str | list[str]) -> list[str]:
-    if isinstance(command, str):
-        return ["/bin/sh", "-c", _GUARD.format(body='eval "$1"'), "buildctl-task", command]
-    return ["/bin/sh", "-c", _GUARD.format(body='exec "$@"'), "buildctl-task", *command]
+def guarded_argv(command: str | list[str], lifeline: bool = True) -> list[str]:
+    body = 'eval "$1"' if isinstance(command, str) else 'exec "$@"'
+    script = (_GUARD if lifeline else _GUARD_NO_LIFELINE).format(body=body)
+    rest = [command] if isinstance(command, str) else list(command)
+    return ["/bin/sh", "-c", script, "buildctl-task", *rest]
 
 
 class Child:
     """The task's process, in its own process group so that stopping it stops its children too."""
 
-    def __init__(self, command: str | list[str], cwd: str | None, grace_s: float, passthrough: bool = False):
+    def __init__(self, command: str | list[str], cwd: str | None, grace_s: float, passthrough: bool = False,
+                 lifeline: int | None = None, spool: tuple | None = None):
+        """``spool``: two files to take the task's stdout and stderr (their tails are read
+        afterwards: no pipes, no reader threads, bounded memory); ``passthrough``: echo
+        the output live instead (pipes drained by two threads that keep the tails)."""
         self.grace_s = grace_s
         self.started = time.monotonic()
+        self.spool = None if passthrough else spool
+        if self.spool is not None:
+            for f in self.spool:
+                f.seek(0)
+                f.truncate()
+        out, err = self.spool if self.spool is not None else (subprocess.PIPE, subprocess.PIPE)
         self.proc = subprocess.Popen(
-            guarded_argv(command), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            guarded_argv(command, lifeline is not None), cwd=cwd,
+            stdin=lifeline if lifeline is not None else subprocess.DEVNULL,
+            stdout=out, stderr=err, start_new_session=True,
         )
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.stdout_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-        out, err = (sys.stdout.buffer, sys.stderr.buffer) if passthrough else (None, None)
-        self._readers = [
-            threading.Thread(target=self._drain, args=(self.proc.stdout, self.stdout_tail, out), daemon=True),
-            threading.Thread(target=self._drain, args=(self.proc.stderr, self.stderr_tail, err), daemon=True),
-        ]
-        for t in self._readers:
-            t.start()
+        self._readers = []
+        if self.spool is None:
+            echo_out, echo_err = (sys.stdout.buffer, sys.stderr.buffer) if passthrough else (None, None)
+            self._readers = [
+                threading.Thread(target=self._drain, args=(self.proc.stdout, self.stdout_tail, echo_out), daemon=True),
+                threading.Thread(target=self._drain, args=(self.proc.stderr, self.stderr_tail, echo_err), daemon=True),
+            ]
+            for t in self._readers:
+                t.start()
         self.killed_reason: str | None = None
+
+    @staticmethod
+    def _tail_of(f, tail) -> None:
+        """The last lines of a spool file (only its last 16 KiB are read)."""
+        f.flush()
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - 16384))
+        lines = f.read().decode("utf-8", "replace").splitlines()
+        if size > 16384 and lines:
+            lines = lines[1:]  # the first one is cut
+        tail.extend(lines[-STDERR_TAIL_LINES:])
 
     @staticmethod
     def _drain(stream, tail, passthrough=None) -> None:
@@ -133,9 +141,14 @@ class Child:
     def wait(self, timeout_s: float | None, should_stop) -> int:
         """Wait for the child; stop it on timeout or when should_stop() names a reason."""
         deadline = None if timeout_s is None else self.started + timeout_s
+        exited = self._exit_watch()
         while True:
             try:
-                code = self.proc.wait(timeout=0.05)
+                if exited is not None:
+                    # Wake the moment the child exits (a pidfd), not at the next tick of
+                    # Popen.wait's growing sleep: that tick was most of a short task's cost.
+                    exited(0.05)
+                code = self.proc.wait(timeout=0 if exited is not None else 0.05)
                 break
             except subprocess.TimeoutExpired:
                 pass
@@ -146,9 +159,34 @@ class Child:
                 self.terminate(reason)
                 code = self.proc.wait()
                 break
+        self._close_watch()
         for t in self._readers:
             t.join(timeout=2)
+        if self.spool is not None:
+            self._tail_of(self.spool[0], self.stdout_tail)
+            self._tail_of(self.spool[1], self.stderr_tail)
         return code
+
+    def _exit_watch(self):
+        """A function that blocks until the child exits or ``timeout`` passes (Linux pidfd), or None."""
+        try:
+            import select
+
+            fd = os.pidfd_open(self.proc.pid)
+        except (AttributeError, OSError):
+            return None
+        self._pidfd = fd
+
+        def exited(timeout: float) -> None:
+            select.select([fd], [], [], timeout)
+
+        return exited
+
+    def _close_watch(self) -> None:
+        fd = getattr(self, "_pidfd", None)
+        if fd is not None:
+            os.close(fd)
+            self._pidfd = None
 
     def terminate(self, reason: str) -> None:
         """SIGTERM to the process group, the grace period, then SIGKILL."""
@@ -195,6 +233,13 @@ class Worker:
         self.stop_reason: str | None = None  # set by the heartbeat thread: cancel, fenced, lost heartbeats
         self.hb_stop = threading.Event()
         self.hb_thread: threading.Thread | None = None
+        # The read end goes to every task's guard; the write end stays here, unshared
+        # (pipes are close-on-exec), so it closes exactly when this process ends.
+        self.lifeline, self._lifeline_w = os.pipe()
+        # Where each task's stdout and stderr go (rewound per task; only the tails are read).
+        import tempfile
+
+        self.spool = (tempfile.TemporaryFile(), tempfile.TemporaryFile())
 
     # ------------------------------------------------------------------ signals
     def _on_term(self, signum, frame) -> None:
@@ -375,7 +420,7 @@ class Worker:
             self.hb_thread.start()
             grace = self.config.get("killGraceMs", agents.WORKER_CONFIG["killGraceMs"]) / 1000
             try:
-                child = Child(argv, None, grace, passthrough=True)
+                child = Child(argv, None, grace, passthrough=True, lifeline=self.lifeline)
             except OSError as exc:
                 code, elapsed, error, killed = (127 if isinstance(exc, FileNotFoundError) else 126), 0.0, \
                     f"cannot run {argv[0]}: {exc.strerror or exc}", None
@@ -522,7 +567,8 @@ class Worker:
         return True, context, ""
 
     def _run_child(self, command: str, timeout_s: float) -> tuple[int, float, str, str | None]:
-        child = Child(command, self.opts.repo, self.config.get("killGraceMs", agents.WORKER_CONFIG["killGraceMs"]) / 1000)
+        child = Child(command, self.opts.repo, self.config.get("killGraceMs", agents.WORKER_CONFIG["killGraceMs"]) / 1000,
+                      lifeline=self.lifeline, spool=self.spool)
         with self.lock:
             self.child = child
         try:

@@ -12,6 +12,6 @@ WHERE tel.id > :after_id
   AND (:task_id IS NULL OR tel.task_id = :task_id)
   AND (:types IS NULL OR tel.event_type IN (SELECT value FROM json_each(:types)))
   AND (:errors_only = 0 OR tel.event_type IN ('task_failed', 'error'))
-  AND (:since IS NULL OR tel.timestamp >= datetime('now', :since))
+  AND (:since IS NULL OR tel.timestamp >= strftime('%Y-%m-%d %H:%M:%f', 'now', :since))
 ORDER BY tel.id
 LIMIT 1000;
