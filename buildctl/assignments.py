@@ -255,12 +255,15 @@ def _claimable(db: Database, execution_id: str, task_id: str | None = None) -> t
     return {**nxt, **wave}, "work"
 
 
-def claim_next(db: Database, execution_id: str, instance_id: str, task_id: str | None = None) -> dict | None:
+def claim_next(db: Database, execution_id: str, instance_id: str, task_id: str | None = None, *,
+               start: bool = False, context: dict | None = None) -> dict | None:
     """Atomically hand the next pending assignment of the lowest unfinished wave to an agent.
 
     Only when the run is pending or running, and fewer than the list's
     max_parallel_agents assignments are assigned or running. Returns None when
     nothing can be handed out now (see ``run_state`` for whether to wait or stop).
+    With ``start``, the assignment is also started (running, task_started) in the
+    same transaction, as ``start()`` would.
     """
     with db.write():
         agent = db.one("SELECT instance_id, execution_id, status FROM build_agent_instances WHERE instance_id = ?",
@@ -296,7 +299,10 @@ def claim_next(db: Database, execution_id: str, instance_id: str, task_id: str |
         list_id = db.scalar("SELECT task_list_id FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
         list_status_for_run(db, list_id)
         row = _load(db, aid)
-        attempt = 1 + failed_attempts(db, execution_id, row["task_id"])
+        if start:  # claim and start in one transaction: the worker's common case
+            attempt = _start(db, row, instance_id, context)
+        else:
+            attempt = 1 + failed_attempts(db, execution_id, row["task_id"])
     return {
         "assignment_id": aid,
         "execution_id": execution_id,
@@ -365,15 +371,21 @@ def start(db: Database, assignment_id: Any, instance_id: str, *, context: dict |
         if row["instance_id"] != instance_id:
             raise Conflict(f"cannot start assignment {row['assignment_id']} ({row['display_id']}): it is held by agent "
                            f"{row['instance_id']}, not {instance_id}")
-        _set_status(db, row["assignment_id"], ("assigned",), "running")
-        db.execute(f"UPDATE tasks SET status = 'in_progress', updated_at = {NOW} WHERE id = ?", (row["task_id"],))
-        attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
-        execlog.append(
-            db, row["execution_id"], "task_started", f"{row['display_id']} started (attempt {attempt})",
-            task_id=row["task_id"], instance_id=instance_id,
-            context={**(context or {}), "attempt": attempt, "wave": row["wave_number"], "assignment_id": row["assignment_id"]},
-        )
+        attempt = _start(db, row, instance_id, context)
     return {"assignment_id": row["assignment_id"], "status": "running", "attempt": attempt}
+
+
+def _start(db: Database, row: dict, instance_id: str, context: dict | None) -> int:
+    """assigned -> running inside the caller's write: task in_progress, the task_started event."""
+    _set_status(db, row["assignment_id"], ("assigned",), "running")
+    db.execute(f"UPDATE tasks SET status = 'in_progress', updated_at = {NOW} WHERE id = ?", (row["task_id"],))
+    attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
+    execlog.append(
+        db, row["execution_id"], "task_started", f"{row['display_id']} started (attempt {attempt})",
+        task_id=row["task_id"], instance_id=instance_id,
+        context={**(context or {}), "attempt": attempt, "wave": row["wave_number"], "assignment_id": row["assignment_id"]},
+    )
+    return attempt
 
 
 def complete(db: Database, assignment_id: Any, *, instance_id: str | None = None, context: dict | None = None) -> dict:

@@ -279,19 +279,22 @@ class Worker:
             db.close()
 
     def _check(self, db: storage.Database) -> None:
-        """Stop when the run was cancelled or our assignment was taken away."""
+        """Stop when the run was cancelled, or when the task whose process is running was
+        taken away from us (we were marked stale): another agent may run it now."""
         with self.lock:
-            current = self.current
+            current, child = self.current, self.child
         run_status = db.scalar("SELECT status FROM task_list_execution_runs WHERE execution_id = ?",
                                (self.execution_id,))
         if run_status == "cancelled" and self.stop_reason is None:
             self.stop_reason = "the run was cancelled"
-        if current is not None:
-            held = db.one("SELECT status, instance_id FROM wave_task_assignments WHERE id = ?",
-                          (current["assignment_id"],))
-            if held is None or held["instance_id"] != self.instance_id or held["status"] not in ("assigned", "running"):
-                # Released (we were marked stale): another agent may take the task now.
-                self.stop_reason = self.stop_reason or "the assignment was released (agent marked stale)"
+        if current is None or child is None:
+            return  # no process to fence; a report on a released task is refused (Conflict) anyway
+        held = db.one("SELECT status, instance_id FROM wave_task_assignments WHERE id = ?", (current["assignment_id"],))
+        with self.lock:
+            if self.child is not child:
+                return  # that process ended meanwhile and the task may be reported already: not a release
+        if held is None or held["instance_id"] != self.instance_id or held["status"] not in ("assigned", "running"):
+            self.stop_reason = self.stop_reason or "the assignment was released (agent marked stale)"
 
     def _beat(self, db: storage.Database) -> None:
         with self.lock:
@@ -332,7 +335,7 @@ class Worker:
                 if self.opts.max_tasks is not None and outcome.tasks_run >= self.opts.max_tasks:
                     outcome.reason = f"ran --max-tasks {self.opts.max_tasks}"
                     break
-                claim = assignments.claim_next(self.db, self.execution_id, self.instance_id)
+                claim = assignments.claim_next(self.db, self.execution_id, self.instance_id, start=True)
                 if claim is None:
                     if not self._wait_for_work():
                         outcome.reason = "the run has nothing left"
@@ -412,8 +415,8 @@ class Worker:
         claim = None
         try:
             if task is not None:
-                claim = assignments.claim_next(self.db, self.execution_id, self.instance_id, task_id=agent["current_task_id"])
-                assignments.start(self.db, claim["assignment_id"], self.instance_id, context={"command": argv})
+                claim = assignments.claim_next(self.db, self.execution_id, self.instance_id,
+                                               task_id=agent["current_task_id"], start=True, context={"command": argv})
             with self.lock:
                 self.current, self.status = claim, "running"
             self.hb_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
@@ -490,7 +493,6 @@ class Worker:
             self.current = claim
             self.status = "running"
         try:
-            assignments.start(self.db, aid, self.instance_id)
             checkpoint_id = self._checkpoint(claim)
             while True:
                 attempt = 1 + assignments.failed_attempts(self.db, claim["execution_id"], claim["task_id"])
