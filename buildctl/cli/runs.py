@@ -117,7 +117,8 @@ def exec_(
 
     try:
         result = executor.execute(location, execution_id, jobs=jobs, repo=repo_dir, checkpoints=checkpoints,
-                                  config=agents.parse_config(config) if config else None, on_tick=tick)
+                                  config=agents.parse_config(config) if config else None,
+                                  on_tick=tick if live is not None else None)
     finally:
         if live is not None:
             live.stop()
