@@ -229,10 +229,12 @@ def execute(cmd: Command, raw: dict, location: str | None) -> int:
     values = convert(cmd, raw)
     db = storage.connect(location)
     try:
-        text = cmd.runner(db, values)
+        result = cmd.runner(db, values)
     finally:
         db.close()
-    if text is not None:
-        sys.stdout.write(text + "\n")
+    if isinstance(result, int):  # a runner that decides its exit code (run exec)
+        return result
+    if result is not None:
+        sys.stdout.write(result + "\n")
         sys.stdout.flush()
     return 0

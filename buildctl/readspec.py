@@ -1,8 +1,8 @@
-"""The read commands people type, declared once for both command lines (SPEC §7).
+"""The commands people type, declared once for both command lines (SPEC §7).
 
 `waves`, `run show`, `run list`, `log tail`, `agent list`, `agent stale` and
 `tasks list` answer in well under a tenth of a second of database work; what a
-person waits for is start-up. Like the hot path (buildctl.hotspec), they are served
+person waits for is start-up (and `run exec` starts its workers sooner). Like the hot path (buildctl.hotspec), they are served
 by buildctl.lean without importing Typer or pydantic, while buildctl.cli.hot
 generates their Typer commands (help, completion) from the same declarations.
 Rendering is buildctl.render's (Rich, imported when a table is drawn).
@@ -136,6 +136,44 @@ def _run_tasks_list(db, v: dict) -> None:
                 empty="no task lists yet; create one with `buildctl tasks import FILE`")
 
 
+def _run_run_exec(db, v: dict) -> int:
+    import os
+
+    from buildctl import agents, executor, exitcodes, render, runs
+    from buildctl.errors import Conflict, UsageError
+
+    config = agents.parse_config(v["config"]) if v["config"] is not None else None  # refused before any worker starts
+    execution_id = runs.resolve_execution(db, v["execution"])
+    status = db.scalar("SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
+    if runs.is_ended(status):
+        raise Conflict(f"run {execution_id} has already ended ({status}); start a new one with `buildctl run start`")
+    repo_dir = os.path.abspath(v["repo"]) if v["repo"] else os.getcwd()
+    if not os.path.isdir(repo_dir):
+        raise UsageError(f"--repo {v['repo']!r} is not a folder")
+    live = None
+    if render.is_terminal():
+        from rich.live import Live
+
+        live = Live(console=render.console(), auto_refresh=False, transient=False)
+        live.start()
+    try:
+        result = executor.execute(
+            db.location, execution_id, jobs=v["jobs"], repo=repo_dir, checkpoints=v["checkpoints"], config=config,
+            on_tick=(lambda snap: live.update(render.live_view(snap), refresh=True)) if live is not None else None)
+    finally:
+        if live is not None:
+            live.stop()
+    if live is None and result.snapshot is not None:
+        render.show(render.live_view(result.snapshot))
+    for text in result.worker_errors:
+        for line in text.splitlines()[-3:]:
+            render.info(f"worker: {line}")
+    render.info(f"run {execution_id} {result.status}")
+    if result.interrupted:
+        return exitcodes.INTERRUPTED
+    return exitcodes.OK if result.status == "completed" else exitcodes.FAILED
+
+
 # --------------------------------------------------------------------------- the declarations
 
 WAVES = Command(
@@ -217,6 +255,27 @@ AGENT_STALE = Command(
     runner=_run_agent_stale,
 )
 
+RUN_EXEC = Command(
+    ("run", "exec"),
+    help=("Run the tasks of a run on this machine with N workers, showing live progress. Exits 0 when the run "
+          "completed, 1 when it failed or was cancelled; Ctrl-C cancels the run (running tasks are stopped) "
+          "and exits 130."),
+    short_help="Run a run's tasks here with N workers and a live view.",
+    params=(
+        EXEC,
+        Param("jobs", ("--jobs", "-j"), type="int", min=1, max=256, default=3, metavar="N",
+              help="Worker processes (agents) to run on this machine; the list's max_parallel_agents still caps "
+                   "how many tasks run at once."),
+        Param("repo", ("--repo",), metavar="DIR",
+              help="Folder the tasks run in (and the git repository for checkpoints). Default: the current folder."),
+        Param("checkpoints", ("--checkpoints",), type="bool",
+              help="Checkpoint the repository before each task and restore it before each retry."),
+        Param("config", ("--config",), metavar="JSON",
+              help='Agent config for the workers, e.g. \'{"maxRetries": 1, "heartbeatIntervalMs": 5000}\'.'),
+    ),
+    runner=_run_run_exec,
+)
+
 TASKS_LIST = Command(
     ("tasks", "list"),
     help="List the task lists, oldest first.",
@@ -224,4 +283,4 @@ TASKS_LIST = Command(
     runner=_run_tasks_list,
 )
 
-COMMANDS = {c.path: c for c in (WAVES, RUN_SHOW, RUN_LIST, LOG_TAIL, AGENT_LIST, AGENT_STALE, TASKS_LIST)}
+COMMANDS = {c.path: c for c in (WAVES, RUN_SHOW, RUN_LIST, RUN_EXEC, LOG_TAIL, AGENT_LIST, AGENT_STALE, TASKS_LIST)}

@@ -384,10 +384,12 @@ class Worker:
                 return state == "work"
             version = self.db.scalar("PRAGMA data_version")
             deadline = time.monotonic() + self.opts.poll_max_s
+            pause = self.opts.poll_min_s
             while time.monotonic() < deadline and not (self.terms or self.stop_reason):
-                time.sleep(self.opts.poll_min_s)
+                time.sleep(pause)
                 if self.db.scalar("PRAGMA data_version") != version:
                     break
+                pause = min(pause * 1.5, 0.1)  # a long quiet wait costs ~10 looks a second, not 200
         return True  # stop requested: the main loop sees it and leaves
 
     def _stale_after_s(self) -> float:

@@ -171,6 +171,16 @@ def test_sigkilled_worker_is_marked_stuck_and_its_task_runs_again_elsewhere(cli,
     tasks = [task(f"T-00{i}", command=cmd) for i in range(1, 4)]
     ex = _start(cli, tmp_path, tasks, max_parallel_agents=3)
     workers = [_worker(migrated, ex, FAST) for _ in range(3)]
+    try:
+        _sigkill_scenario(cli, migrated, ex, marks, workers)
+    finally:
+        for w in workers:  # a failed assertion must not leave workers polling forever
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+
+
+def _sigkill_scenario(cli, migrated, ex, marks, workers):
     _wait(lambda: _scalar(migrated, "SELECT count(*) FROM wave_task_assignments WHERE status = 'running'") == 3,
           what="three running tasks")
     _wait(lambda: len(list(marks.iterdir())) == 3, what="three task processes")

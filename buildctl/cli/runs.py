@@ -73,72 +73,12 @@ def cancel(execution: ExecArg) -> None:
     _lifecycle("cancel", execution)
 
 
-@app.command("exec")
-def exec_(
-    execution: ExecArg,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=256, help="Worker processes (agents) to run on this machine; the list's max_parallel_agents still caps how many tasks run at once.")] = 3,
-    repo: Annotated[str | None, typer.Option("--repo", metavar="DIR", help="Folder the tasks run in (and the git repository for checkpoints). Default: the current folder.")] = None,
-    checkpoints: Annotated[bool, typer.Option("--checkpoints/--no-checkpoints", help="Checkpoint the repository before each task and restore it before each retry.")] = False,
-    config: Annotated[str | None, typer.Option("--config", metavar="JSON", help="Agent config for the workers, e.g. '{\"maxRetries\": 1, \"heartbeatIntervalMs\": 5000}'.")] = None,
-) -> None:
-    """Run the tasks of a run on this machine with N workers, showing live progress.
-
-    Exits 0 when the run completed, 1 when it failed or was cancelled; Ctrl-C cancels the run
-    (running tasks are stopped) and exits 130.
-    """
-    import os
-
-    from buildctl import agents, exitcodes, executor, runs
-    from buildctl.errors import Conflict
-
-    if config is not None:
-        agents.parse_config(config)  # refuse bad JSON before any worker starts
-    with open_db() as db:
-        execution_id = runs.resolve_execution(db, execution)
-        status = db.scalar("SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
-        location = db.location
-    if runs.is_ended(status):
-        raise Conflict(f"run {execution_id} has already ended ({status}); start a new one with `buildctl run start`")
-    repo_dir = os.path.abspath(repo) if repo else os.getcwd()
-    if not os.path.isdir(repo_dir):
-        from buildctl.errors import UsageError
-
-        raise UsageError(f"--repo {repo!r} is not a folder")
-    live = None
-    if render.is_terminal():
-        from rich.live import Live
-
-        live = Live(console=render.console(), auto_refresh=False, transient=False)
-        live.start()
-
-    def tick(snap: dict) -> None:
-        if live is not None:
-            live.update(render.live_view(snap), refresh=True)
-
-    try:
-        result = executor.execute(location, execution_id, jobs=jobs, repo=repo_dir, checkpoints=checkpoints,
-                                  config=agents.parse_config(config) if config else None,
-                                  on_tick=tick if live is not None else None)
-    finally:
-        if live is not None:
-            live.stop()
-    if live is None and result.snapshot is not None:
-        render.show(render.live_view(result.snapshot))
-    for text in result.worker_errors:
-        for line in text.splitlines()[-3:]:
-            render.info(f"worker: {line}")
-    render.info(f"run {execution_id} {result.status}")
-    if result.interrupted:
-        raise typer.Exit(exitcodes.INTERRUPTED)
-    if result.status != "completed":
-        raise typer.Exit(exitcodes.FAILED)
-
-
 def register(root: typer.Typer) -> None:
     from buildctl import readspec
     from buildctl.cli import hot
 
     hot.register(app, readspec.RUN_LIST)
     hot.register(app, readspec.RUN_SHOW)
+    hot.register(app, readspec.RUN_EXEC)
     root.add_typer(app, name="run")
     hot.register(root, readspec.WAVES)
