@@ -17,7 +17,7 @@
 #   buildctl log tail EXECUTION [--errors] [--follow] [--json] [--lines] [--since] [--task] [--type] [-f] [-n]
 #   buildctl migrate [--dry-run] [--json] [--status]
 #   buildctl run cancel EXECUTION
-#   buildctl run exec EXECUTION [--checkpoints] [--config] [--jobs] [--no-checkpoints] [--repo] [-j]
+#   buildctl run exec EXECUTION [--checkpoints] [--config] [--jobs] [--repo] [-j]
 #   buildctl run list [--json] [--list] [--status]
 #   buildctl run pause EXECUTION
 #   buildctl run resume EXECUTION
