@@ -102,3 +102,10 @@ def test_exit_code_table_in_readme_matches_the_module():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for code, meaning in exitcodes.TABLE:
         assert f"| {code} | {meaning} |" in readme, f"README exit-code table lacks {code}"
+
+
+def test_postgresql_urls_are_refused_in_one_line(cli):
+    r = cli("--db", "postgresql://postgres@127.0.0.1:5432/test", "run", "list")
+    assert_refused(r, code=exitcodes.DATABASE, contains="PostgreSQL")
+    r = cli("--db", "postgresql://postgres@127.0.0.1:5432/test", "heartbeat", "ag_x")  # the lean path too
+    assert_refused(r, code=exitcodes.DATABASE, contains="PostgreSQL")
