@@ -19,7 +19,6 @@ Each repetition runs a fresh run of a freshly imported list; the tools run round
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -171,21 +170,7 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        results = run(args.quick)
-    finally:
-        common.Workspace.close()
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        for r in results:
-            print(f"{r['name']:<52} {r['value']:>9} {r['unit']:<7} ratio {r['ratio']}  {r.get('notes', '')}")
-    return 0
-
+    return common.standalone(__doc__, argv, lambda args: run(args.quick))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,7 +24,6 @@ whose writer p99 stays within 75 % of the budget (headroom for a noisy machine).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -222,23 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         return _writer(*argv[1:5])
     if argv and argv[0] == "--child-gc":
         return _gc(argv[1], int(argv[2]), argv[3])
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--batch-sizes", help=f"default {','.join(map(str, BATCH_SIZES))} "
-                    f"(--quick: {','.join(map(str, QUICK_BATCH_SIZES))})")
-    args = ap.parse_args(argv)
-    try:
-        results = run(args.quick, tuple(int(x) for x in args.batch_sizes.split(",")) if args.batch_sizes else None)
-    finally:
-        common.Workspace.close()
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        for r in results:
-            print(f"{r['name']:<52} {r['value']:>10} {r['unit']:<7} ratio {r['ratio']}  {r.get('notes', '')}")
-    return 0
 
+    def extra(ap):
+        ap.add_argument("--batch-sizes", help=f"default {','.join(map(str, BATCH_SIZES))} "
+                        f"(--quick: {','.join(map(str, QUICK_BATCH_SIZES))})")
+
+    return common.standalone(__doc__, argv, lambda args: run(
+        args.quick, tuple(int(x) for x in args.batch_sizes.split(",")) if args.batch_sizes else None), extra=extra)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,6 @@ CLI and a one-command Typer read (``buildctl run list``) are shown beside it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -187,21 +186,7 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        results = run(args.quick)
-    finally:
-        common.Workspace.close()
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        for r in results:
-            print(f"{r['name']:<44} {r['value']:>8} {r['unit']:<3} ratio {r['ratio']}  {r.get('notes', '')}")
-    return 0
-
+    return common.standalone(__doc__, argv, lambda args: run(args.quick))
 
 if __name__ == "__main__":
     sys.exit(main())

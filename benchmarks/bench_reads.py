@@ -22,8 +22,6 @@ Then ``EXPLAIN QUERY PLAN`` of each B.8 query on the large database, before and 
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -220,27 +218,7 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        results = run(args.quick)
-    finally:
-        common.Workspace.close()
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        for r in results:
-            print(f"{r['name']:<60} {r['value']:>9} {r['unit']:<5} ratio {r['ratio']}  {r.get('notes', '')}")
-        for when, plans in results[-1]["plans"].items():
-            print(f"\nEXPLAIN QUERY PLAN ({when})")
-            for name, lines in plans.items():
-                print(f"  {name}:")
-                for line in lines:
-                    print(f"    {line}")
-    return 0
-
+    return common.standalone(__doc__, argv, lambda args: run(args.quick))
 
 if __name__ == "__main__":
     sys.exit(main())

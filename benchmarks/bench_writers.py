@@ -16,7 +16,6 @@ how much throughput contention costs or gains).
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -153,23 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:]
     if argv and argv[0] == "--child":
         return _child(argv[1], argv[2], float(argv[3]), float(argv[4]), argv[5])
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--writers", type=int, default=32)
-    ap.add_argument("--seconds", type=float)
-    args = ap.parse_args(argv)
-    try:
-        results = run(args.quick, args.writers, args.seconds)
-    finally:
-        common.Workspace.close()
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        for r in results:
-            print(f"{r['name']:<36} {r['value']:>10} {r['unit']:<7} ratio {r['ratio']}  {r.get('notes', '')}")
-    return 0
 
+    def extra(ap):
+        ap.add_argument("--writers", type=int, default=32)
+        ap.add_argument("--seconds", type=float)
+
+    return common.standalone(__doc__, argv, lambda args: run(args.quick, args.writers, args.seconds), extra=extra)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -355,3 +355,29 @@ def fleet(ws: Workspace, runs: int) -> tuple[Path, dict]:
         log(f"seeded in {shape['seed_s']:.1f} s ({shape['mb']} MB)")
         ws.cache[key] = (db, shape)
     return ws.cache[key]
+
+
+def standalone(doc: str, argv: list[str] | None, run, *, extra=None) -> int:
+    """`python benchmarks/bench_X.py [--quick] [--json] …` for one module: parse, run in a
+    temporary workspace, print one line per figure (or JSON). ``extra(ap)`` adds options;
+    ``run(args)`` gets the parsed arguments."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller data, fewer repetitions")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    if extra is not None:
+        extra(ap)
+    args = ap.parse_args(argv)
+    try:
+        results = run(args)
+    finally:
+        Workspace.close()
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    width = max((len(r["name"]) for r in results), default=0)
+    for r in results:
+        print(f"{r['name']:<{width}} {r['value']:>10} {r['unit']:<7} ratio {r['ratio']}  {r.get('notes', '')}")
+    return 0

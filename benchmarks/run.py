@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {meta['nproc']} CPUs ({meta['cpu']}), {meta['memory']}, Python {meta['python']}, "
           f"SQLite {meta['sqlite_library']}, load {meta['load_average_at_start']} -> {meta['load_average_at_end']}, "
           f"{meta['date']}, commit {meta['git_commit']}")
-    print(f"every ratio is against a baseline measured in this same run; spread = p10-p90 (min-max under 10 samples)\n")
+    print("every ratio is against a baseline measured in this same run; spread = p10-p90 (min-max under 10 samples)\n")
     print_table(results)
     print_plans(results)
     print()
