@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from buildctl import agents, assignments, execlog, storage
 from buildctl.errors import BuildctlError, Conflict, NotFound
@@ -53,7 +53,6 @@ class Outcome:
     failed: int = 0
     reason: str = ""
     exit_code: int = 0
-    events: list[str] = field(default_factory=list)
 
 
 #: The task runs under a guard shell, the leader of its own process group, with a
@@ -347,7 +346,6 @@ class Worker:
                     outcome.completed += 1
                 elif result == "failed":
                     outcome.failed += 1
-                outcome.events.append(f"{claim['display_id']}: {result}")
         except BuildctlError as exc:
             final_status, error = "failed", exc.message
             outcome.reason, outcome.exit_code = exc.message, exc.exit_code

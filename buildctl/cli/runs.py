@@ -11,7 +11,6 @@ from buildctl.cli.common import ExecArg, complete_list, open_db
 
 app = typer.Typer(help="Execution runs: start, list, show, pause, resume, cancel, exec.", no_args_is_help=True)
 
-RunStatus = Literal["pending", "running", "completed", "failed", "cancelled", "paused"]
 
 
 @app.command("start")
