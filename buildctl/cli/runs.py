@@ -12,7 +12,6 @@ from buildctl.cli.common import ExecArg, complete_list, open_db
 app = typer.Typer(help="Execution runs: start, list, show, pause, resume, cancel, exec.", no_args_is_help=True)
 
 
-
 @app.command("start")
 def start(
     list_or_file: Annotated[str, typer.Argument(
