@@ -1,8 +1,8 @@
 """The commands people type, declared once for both command lines (SPEC §7).
 
-`waves`, `run show`, `run list`, `log tail`, `agent list`, `agent stale` and
-`tasks list` answer in well under a tenth of a second of database work; what a
-person waits for is start-up (and `run exec` starts its workers sooner). Like the hot path (buildctl.hotspec), they are served
+`waves`, every `run` and `tasks` command, `log tail`, `agent list` and `agent stale`
+answer in well under a tenth of a second of database work; what a person waits for
+is start-up (and `run exec` starts its workers sooner). Like the hot path (buildctl.hotspec), they are served
 by buildctl.lean without importing Typer or pydantic, while buildctl.cli.hot
 generates their Typer commands (help, completion) from the same declarations.
 Rendering is buildctl.render's (Rich, imported when a table is drawn).
@@ -174,6 +174,53 @@ def _run_run_exec(db, v: dict) -> int:
     return exitcodes.OK if result.status == "completed" else exitcodes.FAILED
 
 
+def _run_run_start(db, v: dict) -> str:
+    from buildctl import render, runs
+
+    result = runs.start_run(db, v["list_or_file"], triggered_by=v["triggered_by"], threshold=v["conflict_threshold"])
+    what = "imported and planned" if result["imported"] else "planned"
+    render.info(
+        f"run #{result['run_number']} of {result['task_list_name']!r} {what}: {result['total_tasks']} tasks in "
+        f"{len(result['waves'])} waves ({len(result['conflicts'])} file conflicts)")
+    return result["execution_id"]
+
+
+def _lifecycle(verb: str):
+    def runner(db, v: dict) -> None:
+        from buildctl import render, runs
+
+        data = getattr(runs, verb)(db, v["execution"])
+        extra = ""
+        if verb == "cancel":
+            extra = f"; {data['skipped_now']} pending tasks skipped"
+            if data["still_running"]:
+                extra += f", {len(data['still_running'])} running tasks told to stop ({', '.join(data['still_running'])})"
+        render.info(f"run {data['execution_id']} is {data['status']}{extra}")
+
+    return runner
+
+
+def _run_tasks_import(db, v: dict) -> str | None:
+    from buildctl import render, tasklists
+
+    result = tasklists.import_file(db, v["file"])
+    if v["as_json"]:
+        render.print_json(result)
+        return None
+    render.info(f"imported {result['name']!r}: {result['task_count']} tasks")
+    return result["id"]
+
+
+def _run_tasks_show(db, v: dict) -> None:
+    from buildctl import render, tasklists
+
+    data = tasklists.show_list(db, v["list_ref"])
+    if v["as_json"]:
+        render.print_json(data)
+    else:
+        render.show(*render.task_list_show(data))
+
+
 # --------------------------------------------------------------------------- the declarations
 
 WAVES = Command(
@@ -276,6 +323,48 @@ RUN_EXEC = Command(
     runner=_run_run_exec,
 )
 
+RUN_START = Command(
+    ("run", "start"),
+    help=("Create a run of a task list, plan its waves, and print the execution id. A second run of the same "
+          "list plans only the tasks not completed yet."),
+    short_help="Create a run of a task list (or FILE) and plan its waves; print the execution id.",
+    params=(
+        Param("list_or_file", metavar="LIST_OR_FILE",
+              help="Task list id (any unique prefix) or name, or a task-list FILE to import first "
+                   "(an unchanged file already imported reuses its list, so run numbers continue)."),
+        Param("triggered_by", ("--triggered-by",), choices=("user", "auto", "retry"), default="user",
+              help="Who started the run, recorded on it."),
+        Param("conflict_threshold", ("--conflict-threshold",), type="float", min=0.0, max=1.0, default=0.6,
+              metavar="0..1", help="Two file impacts conflict only when both confidences are at least this (0..1)."),
+    ),
+    runner=_run_run_start,
+)
+
+RUN_PAUSE = Command(("run", "pause"), params=(EXEC,), runner=_lifecycle("pause"),
+                    help="Pause a pending or running run: no new task is handed out; running tasks finish.")
+RUN_RESUME = Command(("run", "resume"), params=(EXEC,), runner=_lifecycle("resume"), help="Resume a paused run.")
+RUN_CANCEL = Command(("run", "cancel"), params=(EXEC,), runner=_lifecycle("cancel"),
+                     help="Cancel a run: pending tasks become skipped, running agents are told to stop.")
+
+TASKS_IMPORT = Command(
+    ("tasks", "import"),
+    help="Validate FILE and create a task list from it (all or nothing); print the list id.",
+    params=(
+        Param("file", metavar="FILE",
+              help="Task-list file, TOML or JSON (format: name, max_parallel_agents, [[tasks]] with id, title, "
+                   "command, validate, timeout, depends_on, files)."),
+        JSON,
+    ),
+    runner=_run_tasks_import,
+)
+
+TASKS_SHOW = Command(
+    ("tasks", "show"),
+    help="Show one task list: its tasks with their dependencies and file impacts, and its runs.",
+    params=(Param("list_ref", metavar="LIST", help="Task list id (any unique prefix) or name."), JSON),
+    runner=_run_tasks_show,
+)
+
 TASKS_LIST = Command(
     ("tasks", "list"),
     help="List the task lists, oldest first.",
@@ -283,4 +372,5 @@ TASKS_LIST = Command(
     runner=_run_tasks_list,
 )
 
-COMMANDS = {c.path: c for c in (WAVES, RUN_SHOW, RUN_LIST, RUN_EXEC, LOG_TAIL, AGENT_LIST, AGENT_STALE, TASKS_LIST)}
+COMMANDS = {c.path: c for c in (WAVES, RUN_START, RUN_SHOW, RUN_LIST, RUN_PAUSE, RUN_RESUME, RUN_CANCEL, RUN_EXEC,
+                                 LOG_TAIL, AGENT_LIST, AGENT_STALE, TASKS_IMPORT, TASKS_LIST, TASKS_SHOW)}

@@ -397,3 +397,36 @@ def log_lines(events: list[dict], console_=None) -> None:
         if ev["context"]:
             line.append(f"  {ev['context']}", style="dim")
         out.print(line, soft_wrap=True)
+
+
+def _task_files(row: dict) -> str:
+    return "\n".join(f"{f['op']} {f['path']} ({f['confidence']:g})" for f in row["files"])
+
+
+TASK_COLUMNS = [
+    Column("display_id", "task"),
+    Column("title", "title", max_width=40),
+    Column("status", "status", kind="status"),
+    Column("depends_on", "depends on", fmt=lambda r: ", ".join(r["depends_on"])),
+    Column("command", "command", max_width=40),
+    Column("timeout_s", "timeout", justify="right", fmt=lambda r: "" if r["timeout_s"] is None else f"{r['timeout_s']:g}s"),
+    Column("files", "files", fmt=_task_files),
+]
+
+
+def task_list_show(data: dict) -> list:
+    """`buildctl tasks show`: the list's fields, then its tasks."""
+    return [
+        key_values([
+            ("list", data["id"]),
+            ("name", data["name"]),
+            ("description", data["description"] or ""),
+            ("status", styled_status(data["status"])),
+            ("max agents", data["max_parallel_agents"]),
+            ("tasks", len(data["tasks"])),
+            ("runs", ", ".join(f"#{r['run_number']} {r['execution_id']} ({r['status']})" for r in data["runs"]) or "none"),
+            ("source", data["source_file"] or ""),
+            ("created (UTC)", short_time(data["created_at"])),
+        ]),
+        build_table(data["tasks"], TASK_COLUMNS),
+    ]
