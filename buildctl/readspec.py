@@ -1,7 +1,7 @@
 """The commands people type, declared once for both command lines (SPEC §7).
 
-`waves`, every `run` and `tasks` command, `log tail`, `agent list` and `agent stale`
-answer in well under a tenth of a second of database work; what a person waits for
+`waves`, every `run` and `tasks` command, `log tail`/`failures`, `agent list`/`show`/
+`stale` and `checkpoint list` answer in well under a tenth of a second of database work; what a person waits for
 is start-up (and `run exec` starts its workers sooner). Like the hot path (buildctl.hotspec), they are served
 by buildctl.lean without importing Typer or pydantic, while buildctl.cli.hot
 generates their Typer commands (help, completion) from the same declarations.
@@ -221,6 +221,31 @@ def _run_tasks_show(db, v: dict) -> None:
         render.show(*render.task_list_show(data))
 
 
+def _run_agent_show(db, v: dict) -> None:
+    from buildctl import agents, render
+
+    data = agents.show(db, v["agent"], heartbeats=v["heartbeats"])
+    if v["as_json"]:
+        render.print_json(data)
+    else:
+        render.show(*render.agent_show(data))
+
+
+def _run_log_failures(db, v: dict) -> None:
+    from buildctl import execlog, render
+
+    rows = execlog.failures(db, v["execution"], task=v["task"], min_failures=v["min_failures"])
+    render.emit(rows, render.FAILURE_COLUMNS, as_json=v["as_json"],
+                empty=f"no task has {v['min_failures']} or more consecutive failures")
+
+
+def _run_checkpoint_list(db, v: dict) -> None:
+    from buildctl import checkpoints, render
+
+    rows = checkpoints.list_checkpoints(db, v["execution"], v["task"])
+    render.emit(rows, render.CHECKPOINT_COLUMNS, as_json=v["as_json"], empty="no checkpoints")
+
+
 # --------------------------------------------------------------------------- the declarations
 
 WAVES = Command(
@@ -365,6 +390,43 @@ TASKS_SHOW = Command(
     runner=_run_tasks_show,
 )
 
+AGENT_SHOW = Command(
+    ("agent", "show"),
+    help="Show one agent, its held assignments and its most recent heartbeats.",
+    params=(
+        Param("agent", help="Agent instance id (any unique prefix).", metavar="ID"),
+        Param("heartbeats", ("--heartbeats",), type="int", min=0, default=10, metavar="N",
+              help="How many recent heartbeats to show."),
+        JSON,
+    ),
+    runner=_run_agent_show,
+)
+
+LOG_FAILURES = Command(
+    ("log", "failures"),
+    help=("Tasks that hit the SIA trigger (>= N consecutive task_failed events in this run) and whether their "
+          "error changed between attempts (\"no progress\" when it did not)."),
+    params=(
+        EXEC,
+        Param("task", ("--task",), metavar="T", help="Only this task: display id (T-001) within the run's list, or task id."),
+        Param("min_failures", ("--min",), type="int", min=1, default=3, metavar="N",
+              help="Consecutive task_failed events that trigger the SIA."),
+        JSON,
+    ),
+    runner=_run_log_failures,
+)
+
+CHECKPOINT_LIST = Command(
+    ("checkpoint", "list"),
+    help="An execution's checkpoints, oldest first.",
+    params=(
+        EXEC,
+        Param("task", ("--task",), metavar="T", help="Only this task's checkpoints (T-001 or task id)."),
+        JSON,
+    ),
+    runner=_run_checkpoint_list,
+)
+
 TASKS_LIST = Command(
     ("tasks", "list"),
     help="List the task lists, oldest first.",
@@ -373,4 +435,5 @@ TASKS_LIST = Command(
 )
 
 COMMANDS = {c.path: c for c in (WAVES, RUN_START, RUN_SHOW, RUN_LIST, RUN_PAUSE, RUN_RESUME, RUN_CANCEL, RUN_EXEC,
-                                 LOG_TAIL, AGENT_LIST, AGENT_STALE, TASKS_IMPORT, TASKS_LIST, TASKS_SHOW)}
+                                 LOG_TAIL, LOG_FAILURES, AGENT_LIST, AGENT_SHOW, AGENT_STALE, CHECKPOINT_LIST,
+                                 TASKS_IMPORT, TASKS_LIST, TASKS_SHOW)}

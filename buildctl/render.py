@@ -430,3 +430,50 @@ def task_list_show(data: dict) -> list:
         ]),
         build_table(data["tasks"], TASK_COLUMNS),
     ]
+
+
+HEARTBEAT_COLUMNS = [
+    Column("timestamp", "Time", kind="time"),
+    Column("status", "Status", kind="status"),
+    Column("task", "Task"),
+    Column("progress_percent", "Progress", justify="right"),
+    Column("memory_usage_mb", "MB", justify="right"),
+    Column("cpu_percent", "CPU %", justify="right"),
+]
+
+
+def agent_show(data: dict) -> list:
+    """`buildctl agent show`: the agent's fields, its held assignments, its last heartbeats."""
+    pairs = [(k, styled_status(data[k]) if k == "status" else ("" if data[k] is None else str(data[k])))
+             for k in ("instance_id", "execution_id", "agent_type", "status", "wave_number", "task", "spawned_at",
+                       "last_heartbeat", "completed_at", "heartbeat_count", "config", "error_context")]
+    out = [key_values(pairs, title=f"agent {data['instance_id']}")]
+    if data["assignments"]:
+        out.append(build_table(data["assignments"], auto_columns(data["assignments"]), title="Assignments"))
+    if data["recent_heartbeats"]:
+        out.append(build_table(data["recent_heartbeats"], HEARTBEAT_COLUMNS,
+                               title=f"Last {len(data['recent_heartbeats'])} heartbeats"))
+    return out
+
+
+FAILURE_COLUMNS = [
+    Column("task", "Task"),
+    Column("title", "Title", max_width=40),
+    Column("failure_count", "Failures", justify="right"),
+    Column("sia_triggered", "SIA", fmt=lambda r: "triggered" if r["sia_triggered"] else ""),
+    Column("no_progress", "Progress", fmt=lambda r: "no progress" if r["no_progress"] else
+           f"error changed {r['error_changes']}×"),
+    Column("last_error", "Last error", max_width=60),
+]
+
+CHECKPOINT_COLUMNS = [
+    Column("id", "id"),
+    Column("task", "task"),
+    Column("instance_id", "agent"),
+    Column("created_at", "created (UTC)", kind="time"),
+    Column("kind", "kind"),
+    Column("branch", "branch", fmt=lambda r: r["branch"] or ("(detached)" if r["head"] else "")),
+    Column("head", "HEAD", fmt=lambda r: (r["head"] or "(no commits)")[:12]),
+    Column("file_count", "files", justify="right"),
+    Column("message", "message", max_width=50),
+]

@@ -80,7 +80,7 @@ def test_hot_commands_load_no_typer_rich_pydantic_or_sqlite_utils(env, tmp_path,
         # Not even the stdlib modules the budget cannot afford.
         assert not modules & {"pathlib", "typing", "dataclasses", "inspect", "argparse", "secrets"}, (args, modules)
     # The probe does see Typer when a command goes through it.
-    p, modules = _probe(env, tmp_path, "agent", "show", "ag_par", "--json")
+    p, modules = _probe(env, tmp_path, "agent", "spawn", "ex_seed")
     assert p.returncode == 0, p.stderr
     assert "typer" in modules
 
@@ -100,6 +100,9 @@ READ_CASES = [
     ["log", "tail", "ex_seed", "-n2", "--type", "info", "--type", "warning", "--json"],
     ["log", "tail", "ex_seed", "--errors", "--since", "1h"],
     ["tasks", "list", "--json"],
+    ["agent", "show", "ag_par", "--json"],
+    ["log", "failures", "ex_seed", "--min", "1", "--json"],
+    ["checkpoint", "list", "ex_seed", "--json"],
     # refused
     ["agent", "stale", "--threshold", "soon"],
     ["agent", "list", "--status", "bogus"],
@@ -111,12 +114,16 @@ READ_CASES = [
     ["log", "tail", "ex_seed", "--json=yes"],
     ["log", "tail", "ex_seed", "--since", "-5m"],
     ["tasks", "list", "extra"],
+    ["agent", "show", "ag_nope"],
+    ["log", "failures", "ex_seed", "--min", "0"],
 ]
 
 
 def test_read_commands_take_the_lean_path_without_typer_or_pydantic(env, tmp_path, lane):
     for args in (["waves", "ex_seed"], ["run", "show", "ex_seed"], ["log", "tail", "ex_seed", "-n", "5"],
-                 ["agent", "stale", "--json"], ["run", "list"], ["agent", "list"], ["tasks", "list"]):
+                 ["agent", "stale", "--json"], ["run", "list"], ["agent", "list"], ["tasks", "list"],
+                 ["agent", "show", "ag_par"], ["log", "failures", "ex_seed"], ["checkpoint", "list", "ex_seed"],
+                 ["tasks", "show", "tl_seed"]):
         p, modules = _probe(env, tmp_path, *args)
         assert p.returncode == 0, (args, p.stderr)
         assert not modules & {"typer", "pydantic", "sqlite_utils", "click"}, (args, sorted(modules & set(HEAVY)))
@@ -149,7 +156,7 @@ def test_read_commands_print_and_refuse_the_same_on_both_paths(env, migrated, la
         if lr[0] != 0:
             refused += 1
             assert_refused(type("R", (), {"returncode": lr[0], "stdout": lr[1], "stderr": lr[2]})())
-    assert refused == 10
+    assert refused == 12
     assert _normalized(migrated) == before  # reading wrote nothing
 
 
@@ -157,7 +164,7 @@ def test_help_and_unknown_commands_fall_through_to_typer(cli, lane):
     assert lean.try_run(["heartbeat", "--help"]) is None
     assert lean.try_run(["log", "add", "ex", "info", "m", "-h"]) is None
     assert lean.try_run(["--version", "heartbeat", "x"]) is None
-    assert lean.try_run(["agent", "show", "ag_par"]) is None
+    assert lean.try_run(["agent", "spawn", "ex_seed"]) is None
     assert lean.match(["--db", "x.db", "heartbeat", "a", "--", "--help"]) is not None  # after --, a value
     r = cli("heartbeat", "--help", check=True)
     for p in hotspec.HEARTBEAT.params:

@@ -12,7 +12,7 @@ import typer
 
 from buildctl import agents, hotspec, render
 from buildctl.cli import hot
-from buildctl.cli.common import AgentArg, ExecArg, JsonOption, complete_execution, open_db
+from buildctl.cli.common import ExecArg, complete_execution, open_db
 
 app = typer.Typer(help="Build agents: spawn, work, list, show, stale, finish.", no_args_is_help=True)
 
@@ -89,45 +89,11 @@ def work(
     raise typer.Exit(out.exit_code)
 
 
-HEARTBEAT_COLUMNS = [
-    render.Column("timestamp", "Time", kind="time"),
-    render.Column("status", "Status", kind="status"),
-    render.Column("task", "Task"),
-    render.Column("progress_percent", "Progress", justify="right"),
-    render.Column("memory_usage_mb", "MB", justify="right"),
-    render.Column("cpu_percent", "CPU %", justify="right"),
-]
-
-
-@app.command("show")
-def show(
-    agent: AgentArg,
-    heartbeats: Annotated[int, typer.Option("--heartbeats", min=0, metavar="N",
-                                            help="How many recent heartbeats to show.")] = 10,
-    as_json: JsonOption = False,
-) -> None:
-    """Show one agent, its held assignments and its most recent heartbeats."""
-    with open_db() as db:
-        data = agents.show(db, agent, heartbeats=heartbeats)
-    if as_json:
-        render.print_json(data)
-        return
-    pairs = [(k, render.styled_status(data[k]) if k == "status" else ("" if data[k] is None else str(data[k])))
-             for k in ("instance_id", "execution_id", "agent_type", "status", "wave_number", "task", "spawned_at",
-                       "last_heartbeat", "completed_at", "heartbeat_count", "config", "error_context")]
-    out = [render.key_values(pairs, title=f"agent {data['instance_id']}")]
-    if data["assignments"]:
-        out.append(render.build_table(data["assignments"], render.auto_columns(data["assignments"]), title="Assignments"))
-    if data["recent_heartbeats"]:
-        out.append(render.build_table(data["recent_heartbeats"], HEARTBEAT_COLUMNS,
-                                      title=f"Last {len(data['recent_heartbeats'])} heartbeats"))
-    render.show(*out)
-
-
 def register(root: typer.Typer) -> None:
     from buildctl import readspec
 
     hot.register(app, readspec.AGENT_LIST)
+    hot.register(app, readspec.AGENT_SHOW)
     hot.register(app, readspec.AGENT_STALE)
     hot.register(app, hotspec.AGENT_FINISH)
     root.add_typer(app, name="agent")

@@ -39,33 +39,6 @@ def create(
     render.print_id(result["id"])
 
 
-@app.command("list")
-def list_(
-    execution: ExecArg,
-    task: Annotated[Optional[str], typer.Option("--task", metavar="T", help="Only this task's checkpoints (T-001 or task id).")] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """An execution's checkpoints, oldest first."""
-    from buildctl import checkpoints
-
-    with open_db() as db:
-        rows = checkpoints.list_checkpoints(db, execution, task)
-    if as_json:
-        render.print_json(rows)
-        return
-    render.emit(rows, [
-        render.Column("id", "id"),
-        render.Column("task", "task"),
-        render.Column("instance_id", "agent"),
-        render.Column("created_at", "created (UTC)", kind="time"),
-        render.Column("kind", "kind"),
-        render.Column("branch", "branch", fmt=lambda r: r["branch"] or ("(detached)" if r["head"] else "")),
-        render.Column("head", "HEAD", fmt=lambda r: (r["head"] or "(no commits)")[:12]),
-        render.Column("file_count", "files", justify="right"),
-        render.Column("message", "message", max_width=50),
-    ], as_json=False, empty="no checkpoints")
-
-
 def _change_rows(result: dict) -> list[dict]:
     return [{"change": c["change"], "path": c["path"],
              "mode": c["mode_checkpoint"] if c["change"] != "removed" else c["mode_now"]} for c in result["changes"]]
@@ -121,4 +94,8 @@ def restore(
 
 
 def register(root: typer.Typer) -> None:
+    from buildctl import readspec
+    from buildctl.cli import hot
+
+    hot.register(app, readspec.CHECKPOINT_LIST)
     root.add_typer(app, name="checkpoint")
