@@ -66,14 +66,17 @@ class Param:
 class Command:
     """A hot command: its words (``("log", "add")``), help, parameters, and runner."""
 
-    __slots__ = ("path", "help", "short_help", "params", "runner")
+    __slots__ = ("path", "help", "short_help", "params", "runner", "check_schema")
 
-    def __init__(self, path: tuple, help: str, params: tuple, runner, short_help: str | None = None):
+    def __init__(self, path: tuple, help: str, params: tuple, runner, short_help: str | None = None,
+                 check_schema: bool = True):
         self.path = tuple(path)
         self.help = help
         self.short_help = short_help
         self.params = tuple(params)
         self.runner = runner
+        #: False for a command that must work on a database behind its migrations (doctor reports them).
+        self.check_schema = check_schema
 
     @property
     def name(self) -> str:
@@ -227,7 +230,7 @@ def execute(cmd: Command, raw: dict, location: str | None) -> int:
     from buildctl import storage
 
     values = convert(cmd, raw)
-    db = storage.connect(location)
+    db = storage.connect(location, check_schema=cmd.check_schema)
     try:
         result = cmd.runner(db, values)
     finally:

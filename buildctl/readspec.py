@@ -246,6 +246,41 @@ def _run_checkpoint_list(db, v: dict) -> None:
     render.emit(rows, render.CHECKPOINT_COLUMNS, as_json=v["as_json"], empty="no checkpoints")
 
 
+def _run_gc(db, v: dict) -> int:
+    from buildctl import exitcodes, render
+    from buildctl import gc as gcmod
+
+    try:
+        with gcmod.gc_lock(db):
+            report = gcmod.collect(db, repo=v["repo"], batch_size=v["batch_size"], dry_run=v["dry_run"],
+                                   keep_heartbeats_s=v["keep_heartbeats"], stale_after_s=v["stale_after"],
+                                   keep_logs_s=v["keep_logs"], keep_checkpoints_s=v["keep_checkpoints"])
+    except gcmod.GcBusy as busy:
+        if not v["quiet"]:
+            render.info(f"another gc is running (pid {busy}); nothing to do")
+        return exitcodes.OK
+    if v["as_json"]:
+        render.print_json(report.as_dict())
+    elif not (v["quiet"] and report.ok):
+        render.show(render.gc_report(report))
+    for step in report.steps:
+        if not step.ok:
+            render.error_line(f"gc step {step.name} failed: {step.error}")
+    return exitcodes.OK if report.ok else exitcodes.FAILED
+
+
+def _run_doctor(db, v: dict) -> int:
+    from buildctl import doctor, exitcodes, render
+
+    checks = doctor.diagnose(db, stale_after_s=v["stale_after"])
+    ok = all(c.ok for c in checks)
+    if v["as_json"]:
+        render.print_json({"ok": ok, "checks": doctor.as_dicts(checks)})
+    else:
+        render.show(render.doctor_report(checks))
+    return exitcodes.OK if ok else exitcodes.FAILED
+
+
 # --------------------------------------------------------------------------- the declarations
 
 WAVES = Command(
@@ -427,6 +462,45 @@ CHECKPOINT_LIST = Command(
     runner=_run_checkpoint_list,
 )
 
+GC = Command(
+    ("gc",),
+    help=("Clean up for cron: old heartbeats, stale agents, old logs and checkpoints, then optimize. Never touches a "
+          "pending, running or paused run. Exits non-zero when any step failed."),
+    short_help="Clean up for cron: heartbeats, stale agents, old logs and checkpoints.",
+    params=(
+        Param("keep_heartbeats", ("--keep-heartbeats",), type="duration", default=86400.0, metavar="DURATION",
+              help="Delete heartbeats older than this (90s, 15m, 24h, 30d)."),
+        Param("stale_after", ("--stale-after",), type="duration", default=60.0, metavar="DURATION",
+              help="Mark agents silent for longer than this `stuck` and release their tasks."),
+        Param("keep_logs", ("--keep-logs",), type="duration", default=2592000.0, metavar="DURATION",
+              help="Delete the execution log of runs that ended longer ago than this."),
+        Param("keep_checkpoints", ("--keep-checkpoints",), type="duration", default=604800.0, metavar="DURATION",
+              help="Delete checkpoints (rows and git refs) of ended runs older than this."),
+        Param("repo", ("--repo",), metavar="DIR",
+              help="Git repository holding the checkpoint refs (default: the one recorded with each checkpoint)."),
+        Param("batch_size", ("--batch-size",), type="int", min=1, max=1_000_000, default=2000, metavar="N",
+              help="Rows deleted per transaction; a concurrent writer waits at most one batch."),
+        Param("dry_run", ("--dry-run",), type="bool", help="Report what would be done; change nothing."),
+        Param("quiet", ("--quiet", "-q"), type="bool", help="Print nothing when every step succeeded (for cron mail)."),
+        JSON,
+    ),
+    runner=_run_gc,
+)
+
+DOCTOR = Command(
+    ("doctor",),
+    help=("Check the database: integrity, foreign keys, migrations, counters vs recounts, orphan assignments, "
+          "stale agents. Exits 1 when anything is found, 0 on a healthy database."),
+    short_help="Check the database's invariants; exit 1 on any finding.",
+    params=(
+        Param("stale_after", ("--stale-after",), type="duration", default=60.0, metavar="DURATION",
+              help="Report agents silent for longer than this."),
+        JSON,
+    ),
+    runner=_run_doctor,
+    check_schema=False,
+)
+
 TASKS_LIST = Command(
     ("tasks", "list"),
     help="List the task lists, oldest first.",
@@ -436,4 +510,4 @@ TASKS_LIST = Command(
 
 COMMANDS = {c.path: c for c in (WAVES, RUN_START, RUN_SHOW, RUN_LIST, RUN_PAUSE, RUN_RESUME, RUN_CANCEL, RUN_EXEC,
                                  LOG_TAIL, LOG_FAILURES, AGENT_LIST, AGENT_SHOW, AGENT_STALE, CHECKPOINT_LIST,
-                                 TASKS_IMPORT, TASKS_LIST, TASKS_SHOW)}
+                                 TASKS_IMPORT, TASKS_LIST, TASKS_SHOW, GC, DOCTOR)}

@@ -477,3 +477,28 @@ CHECKPOINT_COLUMNS = [
     Column("file_count", "files", justify="right"),
     Column("message", "message", max_width=50),
 ]
+
+
+def gc_report(report):
+    """`buildctl gc`: one line per step with its count and status."""
+    rows = [{"step": st.name, "count": st.count, "status": "ok" if st.ok else "failed",
+             "details": st.error or ", ".join(st.details[:5]) + (f" (+{len(st.details) - 5} more)" if len(st.details) > 5 else "")}
+            for st in report.steps]
+    return build_table(rows, [
+        Column("step", "step"),
+        Column("count", "would remove" if report.dry_run else "count", justify="right"),
+        Column("status", "status", fmt=lambda r: styled(r["status"], "completed" if r["status"] == "ok" else "failed")),
+        Column("details", "details", max_width=80),
+    ], title="gc (dry run: nothing changed)" if report.dry_run else "gc")
+
+
+def doctor_report(checks):
+    """`buildctl doctor`: one line per check, its findings when it has any."""
+    rows = [{"check": c.name, "status": "ok" if c.ok else f"{len(c.findings)} finding(s)", "ok": c.ok,
+             "details": c.description if c.ok else "; ".join(c.findings[:3]) + (" …" if len(c.findings) > 3 else "")}
+            for c in checks]
+    return build_table(rows, [
+        Column("check", "check"),
+        Column("status", "status", fmt=lambda r: styled(r["status"], "completed" if r["ok"] else "failed")),
+        Column("details", "details", max_width=100),
+    ], title="doctor")

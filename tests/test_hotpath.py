@@ -123,7 +123,7 @@ def test_read_commands_take_the_lean_path_without_typer_or_pydantic(env, tmp_pat
     for args in (["waves", "ex_seed"], ["run", "show", "ex_seed"], ["log", "tail", "ex_seed", "-n", "5"],
                  ["agent", "stale", "--json"], ["run", "list"], ["agent", "list"], ["tasks", "list"],
                  ["agent", "show", "ag_par"], ["log", "failures", "ex_seed"], ["checkpoint", "list", "ex_seed"],
-                 ["tasks", "show", "tl_seed"]):
+                 ["tasks", "show", "tl_seed"], ["gc", "--dry-run", "--json"], ["doctor", "--json"]):
         p, modules = _probe(env, tmp_path, *args)
         assert p.returncode == 0, (args, p.stderr)
         assert not modules & {"typer", "pydantic", "sqlite_utils", "click"}, (args, sorted(modules & set(HEAVY)))
