@@ -502,3 +502,10 @@ def doctor_report(checks):
         Column("status", "status", fmt=lambda r: styled(r["status"], "completed" if r["ok"] else "failed")),
         Column("details", "details", max_width=100),
     ], title="doctor")
+
+
+def restore_changes(result: dict):
+    """`buildctl checkpoint restore --dry-run`: what would change, one path a line."""
+    rows = [{"change": c["change"], "path": c["path"],
+             "mode": c["mode_checkpoint"] if c["change"] != "removed" else c["mode_now"]} for c in result["changes"]]
+    return build_table(rows, [Column("change", "change"), Column("path", "path"), Column("mode", "mode")])

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from buildctl import hotspec
-from buildctl.cli.common import State, complete_agent, complete_execution, complete_list
+from buildctl.cli.common import State, complete_agent, complete_checkpoint, complete_execution, complete_list
 
 
 def _completer(p: hotspec.Param):
@@ -33,6 +33,8 @@ def _completer(p: hotspec.Param):
         return complete_agent
     if p.metavar == "LIST":
         return complete_list
+    if p.metavar == "CHECKPOINT":
+        return complete_checkpoint
     return None
 
 
