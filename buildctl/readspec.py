@@ -67,14 +67,20 @@ def _run_waves(db, v: dict) -> None:
         return  # Ctrl-C ends watching; that is not an error
 
 
+def _show(data: dict, as_json: bool, view) -> None:
+    """A show command's output: the JSON document, or the renderables ``view(data)`` draws."""
+    from buildctl import render
+
+    if as_json:
+        render.print_json(data)
+    else:
+        render.show(*view(data))
+
+
 def _run_run_show(db, v: dict) -> None:
     from buildctl import render, runs
 
-    data = runs.show_run(db, v["execution"])
-    if v["as_json"]:
-        render.print_json(data)
-    else:
-        render.show(*render.run_show(data))
+    _show(runs.show_run(db, v["execution"]), v["as_json"], render.run_show)
 
 
 def _run_run_list(db, v: dict) -> None:
@@ -214,21 +220,13 @@ def _run_tasks_import(db, v: dict) -> str | None:
 def _run_tasks_show(db, v: dict) -> None:
     from buildctl import render, tasklists
 
-    data = tasklists.show_list(db, v["list_ref"])
-    if v["as_json"]:
-        render.print_json(data)
-    else:
-        render.show(*render.task_list_show(data))
+    _show(tasklists.show_list(db, v["list_ref"]), v["as_json"], render.task_list_show)
 
 
 def _run_agent_show(db, v: dict) -> None:
     from buildctl import agents, render
 
-    data = agents.show(db, v["agent"], heartbeats=v["heartbeats"])
-    if v["as_json"]:
-        render.print_json(data)
-    else:
-        render.show(*render.agent_show(data))
+    _show(agents.show(db, v["agent"], heartbeats=v["heartbeats"]), v["as_json"], render.agent_show)
 
 
 def _run_log_failures(db, v: dict) -> None:
