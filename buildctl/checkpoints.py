@@ -501,10 +501,10 @@ def delete_checkpoints(db: Database, checkpoint_ids: list[str], repo_dir: str | 
     it is reported in ``ref_errors``.
     """
     if not checkpoint_ids:
-        return {"rows": 0, "refs": 0, "ref_errors": []}
+        return {"rows": 0, "refs": 0, "deleted_refs": [], "ref_errors": []}
     marks = ",".join("?" for _ in checkpoint_ids)
     rows = db.query(f"SELECT id, metadata FROM checkpoints WHERE id IN ({marks})", list(checkpoint_ids))
-    refs, errors = 0, []
+    deleted_refs, errors = [], []
     repos: dict[str, Repo | GitError] = {}
     for r in rows:
         where = str(repo_dir) if repo_dir is not None else _loads(r["metadata"]).get("repo_root")
@@ -520,10 +520,12 @@ def delete_checkpoints(db: Database, checkpoint_ids: list[str], repo_dir: str | 
         if isinstance(repo, GitError):
             errors.append({"id": r["id"], "error": repo.message})
             continue
+        ref = gitrepo.checkpoint_ref(r["id"])
         try:
-            refs += repo.delete_ref(gitrepo.checkpoint_ref(r["id"]))
+            if repo.delete_ref(ref):
+                deleted_refs.append(ref)
         except GitError as exc:
             errors.append({"id": r["id"], "error": exc.message})
     with db.write():
         deleted = db.execute(f"DELETE FROM checkpoints WHERE id IN ({marks})", list(checkpoint_ids)).rowcount
-    return {"rows": deleted, "refs": refs, "ref_errors": errors}
+    return {"rows": deleted, "refs": len(deleted_refs), "deleted_refs": deleted_refs, "ref_errors": errors}

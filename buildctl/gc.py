@@ -8,14 +8,13 @@ paused run is deleted.
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from buildctl.storage import Database
+from buildctl.storage import Database, query_text
 
 #: Rows per delete transaction. Chosen by benchmarks/bench_gc.py: at 2,000 rows a
 #: batch takes a few milliseconds to tens of milliseconds, far below the 250 ms p99
@@ -80,8 +79,6 @@ def _cutoff(db: Database, seconds: float) -> str:
 
 
 def _delete_in_batches(db: Database, query: str, params: dict, batch_size: int) -> int:
-    from buildctl.storage import query_text
-
     sql = query_text(query)
     total = 0
     while True:
@@ -117,7 +114,7 @@ def collect(db: Database, *, keep_heartbeats_s: float = 86400, stale_after_s: fl
 
     def heartbeats(step: Step) -> None:
         if dry_run:
-            step.count = db.scalar(db_query("gc_count_heartbeats"), {"cutoff": hb_cutoff})
+            step.count = db.scalar(query_text("gc_count_heartbeats"), {"cutoff": hb_cutoff})
         else:
             step.count = _delete_in_batches(db, "gc_delete_heartbeats", {"cutoff": hb_cutoff}, batch_size)
 
@@ -133,7 +130,7 @@ def collect(db: Database, *, keep_heartbeats_s: float = 86400, stale_after_s: fl
 
     def logs(step: Step) -> None:
         if dry_run:
-            step.count = db.scalar(db_query("gc_count_logs"), {"cutoff": log_cutoff})
+            step.count = db.scalar(query_text("gc_count_logs"), {"cutoff": log_cutoff})
         else:
             step.count = _delete_in_batches(db, "gc_delete_logs", {"cutoff": log_cutoff}, batch_size)
 
@@ -158,56 +155,26 @@ def collect(db: Database, *, keep_heartbeats_s: float = 86400, stale_after_s: fl
     return report
 
 
-def db_query(name: str) -> str:
-    from buildctl.storage import query_text
-
-    return query_text(name)
-
-
 def _checkpoints(db: Database, cutoff: str, repo: str | None, batch_size: int, dry_run: bool):
-    """Delete expired checkpoint rows and their refs; returns (count, refs deleted, unreachable refs)."""
+    """Delete expired checkpoints (refs first, then rows) a batch at a time; returns
+    (count, refs deleted, refs that could not be reached)."""
     if dry_run:
-        return db.scalar(db_query("gc_count_checkpoints"), {"cutoff": cutoff}), [], []
+        return db.scalar(query_text("gc_count_checkpoints"), {"cutoff": cutoff}), [], []
     from buildctl import checkpoints as cp
+    from buildctl.gitrepo import checkpoint_ref
 
-    sql = db_query("gc_expired_checkpoints")
+    sql = query_text("gc_expired_checkpoints")
     deleted_refs: list[str] = []
     unreachable: list[str] = []
     count = 0
     while True:
-        rows = db.query(sql, {"cutoff": cutoff, "batch_size": batch_size})
-        if not rows:
+        ids = [r["id"] for r in db.query(sql, {"cutoff": cutoff, "batch_size": batch_size})]
+        if not ids:
             break
-        # The ref goes first: a row whose ref is gone is refused clearly by restore,
-        # while a ref whose row is gone would be a leak nobody sees.
-        for r in rows:
-            ref = f"refs/buildctl/checkpoints/{r['id']}"
-            where = repo or _recorded_repo(r.get("metadata"))
-            if not where:
-                unreachable.append(f"{ref} (repository not found; pass --repo)")
-                continue
-            try:
-                if cp.delete_ref(where, r["id"]):
-                    deleted_refs.append(ref)
-            except Exception as exc:
-                unreachable.append(f"{ref} in {where}: {exc}")
-        with db.write():
-            db.execute(f"DELETE FROM checkpoints WHERE id IN ({','.join('?' * len(rows))})", [r["id"] for r in rows])
-        count += len(rows)
-        if len(rows) < batch_size:
+        result = cp.delete_checkpoints(db, ids, repo)
+        deleted_refs += result["deleted_refs"]
+        unreachable += [f"{checkpoint_ref(e['id'])} ({e['error']}; pass --repo)" for e in result["ref_errors"]]
+        count += result["rows"]
+        if len(ids) < batch_size:
             break
     return count, deleted_refs, unreachable
-
-
-def _recorded_repo(metadata: str | None) -> str | None:
-    if not metadata:
-        return None
-    try:
-        meta = json.loads(metadata)
-    except ValueError:
-        return None
-    for key in ("repo_root", "repo", "repository"):
-        value = meta.get(key)
-        if isinstance(value, str) and os.path.isdir(value):
-            return value
-    return None

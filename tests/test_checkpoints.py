@@ -572,7 +572,7 @@ def test_delete_ref_and_delete_checkpoints(bc, lanes, repo, genv, db):
     assert checkpoints.delete_ref(repo, c1) is True
     assert checkpoints.delete_ref(repo, c1) is False
     result = checkpoints.delete_checkpoints(db, [c1, c2])
-    assert result == {"rows": 2, "refs": 1, "ref_errors": []}
+    assert result == {"rows": 2, "refs": 1, "deleted_refs": [REF + c2], "ref_errors": []}
     assert git(repo, "for-each-ref", "--format=%(refname)", REF, env=genv).split() == [REF + c3]
     assert [r["id"] for r in db.query("SELECT id FROM checkpoints")] == [c3]
     result = checkpoints.delete_checkpoints(db, [c3], repo_dir=repo.parent / "gone")

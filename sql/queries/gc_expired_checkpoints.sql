@@ -1,5 +1,5 @@
 -- Checkpoints of ended runs created before :cutoff, oldest first.
-SELECT c.id, c.execution_id, c.git_ref, c.metadata
+SELECT c.id
 FROM checkpoints c
 JOIN task_list_execution_runs r ON r.execution_id = c.execution_id
 WHERE r.status IN ('completed', 'failed', 'cancelled')
