@@ -158,15 +158,8 @@ class Repo:
         return True
 
     def ls_tree(self, commit: str) -> dict[str, Entry]:
-        out = self.git("ls-tree", "-r", "-z", "--full-tree", commit)
-        entries: dict[str, Entry] = {}
-        for rec in out.split(b"\0"):
-            if not rec:
-                continue
-            meta, path = rec.split(b"\t", 1)
-            mode, _type, sha = meta.decode().split(" ")
-            entries[os.fsdecode(path)] = Entry(mode, sha)
-        return entries
+        # "<mode> <type> <sha>\t<path>"
+        return _parse_entries(self.git("ls-tree", "-r", "-z", "--full-tree", commit), sha_field=2)
 
     # ------------------------------------------------------------------ temporary index
     @contextmanager
@@ -249,15 +242,20 @@ class TempIndex:
 
     def entries(self) -> dict[str, Entry]:
         """Stage-0 entries of this index (``git ls-files -s -z``)."""
-        out = self.git("ls-files", "-s", "-z")
-        entries: dict[str, Entry] = {}
-        for rec in out.split(b"\0"):
-            if not rec:
-                continue
-            meta, path = rec.split(b"\t", 1)
-            mode, sha, stage = meta.decode().split(" ")
-            entries[os.fsdecode(path)] = Entry(mode, sha)
-        return entries
+        # "<mode> <sha> <stage>\t<path>"
+        return _parse_entries(self.git("ls-files", "-s", "-z"), sha_field=1)
+
+
+def _parse_entries(out: bytes, sha_field: int) -> dict[str, Entry]:
+    """NUL-separated `<fields>\t<path>` records (ls-tree, ls-files -s) -> path: Entry(mode, sha)."""
+    entries: dict[str, Entry] = {}
+    for rec in out.split(b"\0"):
+        if not rec:
+            continue
+        meta, path = rec.split(b"\t", 1)
+        fields = meta.decode().split(" ")
+        entries[os.fsdecode(path)] = Entry(fields[0], fields[sha_field])
+    return entries
 
 
 def _nul(paths: Iterable[str]) -> bytes:
