@@ -230,6 +230,8 @@ class Worker:
         self.current: dict | None = None  # the claimed assignment
         self.status = "initializing"
         self.stop_reason: str | None = None  # set by the heartbeat thread: cancel, fenced, lost heartbeats
+        self.released = False  # our running task was taken away (we were marked stale)
+        self.heartbeats_lost = False  # no heartbeat could be written for the stale threshold
         self.hb_stop = threading.Event()
         self.hb_thread: threading.Thread | None = None
         # The read end goes to every task's guard; the write end stays here, unshared
@@ -242,13 +244,9 @@ class Worker:
 
     # ------------------------------------------------------------------ signals
     def _on_term(self, signum, frame) -> None:
+        # Only counted here: the child's wait loop (_should_stop) stops it on the second
+        # one, since terminate() waits out a grace period a signal handler must not.
         self.terms += 1
-        if self.terms >= 2:
-            with self.lock:
-                child = self.child
-            if child is not None:
-                # Not here: terminate() waits out the grace period; the wait loop does it.
-                self.stop_reason = self.stop_reason or "terminated by a second SIGTERM"
 
     # ------------------------------------------------------------------ heartbeat thread
     def _heartbeat_loop(self) -> None:
@@ -271,6 +269,7 @@ class Worker:
                 except Exception:
                     if time.monotonic() - last_ok > self._stale_after_s():
                         # We may already look stale to gc: make sure our task cannot run twice.
+                        self.heartbeats_lost = True
                         self.stop_reason = self.stop_reason or (
                             f"no heartbeat could be written for {self._stale_after_s():g}s")
                 self.hb_stop.wait(tick)
@@ -293,6 +292,7 @@ class Worker:
             if self.child is not child:
                 return  # that process ended meanwhile and the task may be reported already: not a release
         if held is None or held["instance_id"] != self.instance_id or held["status"] not in ("assigned", "running"):
+            self.released = True
             self.stop_reason = self.stop_reason or "the assignment was released (agent marked stale)"
 
     def _beat(self, db: storage.Database) -> None:
@@ -357,7 +357,7 @@ class Worker:
             self.hb_stop.set()
             if self.hb_thread is not None:
                 self.hb_thread.join(timeout=5)
-            if self.stop_reason and final_status == "completed" and "heartbeat" in (self.stop_reason or ""):
+            if self.heartbeats_lost and final_status == "completed":
                 final_status, error = "failed", self.stop_reason
             try:
                 agents.finish(self.db, self.instance_id, final_status, error=error)
@@ -536,7 +536,7 @@ class Worker:
 
     def _stopped(self, claim: dict, reason: str, context: dict) -> str:
         """The worker was told to stop mid-task: record it and hand the task back."""
-        if "released" in reason:
+        if self.released:
             return "lost"  # it is not ours any more: write nothing about it
         try:
             outcome = assignments.release(self.db, claim["assignment_id"], reason=f"stopped: {reason}",
