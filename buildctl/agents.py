@@ -369,13 +369,13 @@ def show(db: Database, instance_id: str, heartbeats: int = 10) -> dict:
 def stale(db: Database, threshold_s: float = DEFAULT_STALE_S, execution_id: str | None = None) -> list[dict]:
     """B.8's stale query, fixed (sql/queries/stale_agents.sql): live agents whose last
     heartbeat — or spawn, when they never sent one — is older than ``threshold_s``."""
-    from buildctl.durations import sqlite_modifier
+    from buildctl.durations import offset
 
     if threshold_s is None or threshold_s < 0:
         raise UsageError(f"--threshold must not be negative, not {threshold_s}")
     with db.read():
         ex = execlog.resolve_execution(db, execution_id)["execution_id"] if execution_id is not None else None
-        return db.named("stale_agents", {"threshold": sqlite_modifier(threshold_s), "execution_id": ex})
+        return db.named("stale_agents", {"threshold": offset(threshold_s), "execution_id": ex})
 
 
 def mark_stale(db: Database, threshold_s: float = DEFAULT_STALE_S, execution_id: str | None = None) -> list[dict]:
@@ -387,10 +387,10 @@ def mark_stale(db: Database, threshold_s: float = DEFAULT_STALE_S, execution_id:
     remain, else failed. Assignments still held by agents that are already stuck (a
     mark interrupted before its release) are released too. Returns the marked agents.
     """
-    from buildctl.durations import sqlite_modifier
+    from buildctl.durations import offset
 
     candidates = stale(db, threshold_s, execution_id)
-    modifier = sqlite_modifier(threshold_s)
+    modifier = offset(threshold_s)
     reason = f"agent stale: no heartbeat for more than {threshold_s:g} s"
     marked = []
     for cand in candidates:

@@ -32,8 +32,8 @@ def parse(text: str | int | float, *, what: str = "duration") -> float:
     return total
 
 
-def sqlite_modifier(seconds: float) -> str:
-    """'-86400.000 seconds': a modifier for strftime('%Y-%m-%d %H:%M:%f', 'now', …), a cut-off in the past."""
+def offset(seconds: float) -> str:
+    """'-86400.000 seconds': a cut-off ``seconds`` in the past, for ``db.sql.ago(param)`` on either engine."""
     return f"-{seconds:.3f} seconds"
 
 

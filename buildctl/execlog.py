@@ -141,14 +141,14 @@ def _filters(db: Database, run: dict, task: str | None, types, errors_only: bool
         check_type(t)
     if since_s is not None and since_s < 0:
         raise UsageError("--since must not be negative")
-    from buildctl.durations import sqlite_modifier
+    from buildctl.durations import offset
 
     return {
         "execution_id": run["execution_id"],
         "task_id": resolve_task(db, run, task) if task is not None else None,
         "types": _dumps(types) if types else None,
         "errors_only": 1 if errors_only else 0,
-        "since": sqlite_modifier(since_s) if since_s is not None else None,
+        "since": offset(since_s) if since_s is not None else None,
     }
 
 

@@ -15,6 +15,7 @@ import sqlite3
 import stat
 from contextlib import contextmanager
 
+from buildctl.dialect import SQLITE
 from buildctl.errors import DatabaseError, NeedsMigration
 
 # pathlib (~8 ms) and typing (~4 ms) are kept off the import path: the hot path
@@ -130,6 +131,8 @@ class Database:
     """
 
     dialect = "sqlite"
+    #: The SQL vocabulary that differs between engines (buildctl.dialect).
+    sql = SQLITE
 
     def __init__(self, conn: sqlite3.Connection, location: str):
         self.conn = conn
