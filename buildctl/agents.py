@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from buildctl import execlog
+from buildctl import execlog, resolve
 from buildctl.errors import Conflict, InvalidInput, NotFound, UsageError
 from buildctl.storage import NOW
 
@@ -48,22 +48,9 @@ _AGENT = "SELECT * FROM build_agent_instances WHERE instance_id = ?"
 
 # --------------------------------------------------------------------------- lookups
 
-def resolve(db: Database, value: str) -> dict:
-    """The agent row for an instance id or any unique prefix of one."""
-    row = db.one(_AGENT, (value,))
-    if row is None:
-        from buildctl import ids
-
-        row = db.one(_AGENT, (ids.resolve_prefix(db, "build_agent_instances", "instance_id", value, "agent"),))
-    return row
-
-
 def _unended(db: Database, instance_id: str, refusal: str) -> dict:
-    """The agent (exact id first: the hot path's common case), refused when it has ended."""
-    agent = db.one("SELECT instance_id, execution_id, status, current_task_id FROM build_agent_instances "
-                   "WHERE instance_id = ?", (instance_id,))
-    if agent is None:
-        agent = resolve(db, instance_id)
+    """The agent, refused when it has finished."""
+    agent = resolve.agent(db, instance_id)
     if agent["status"] in ENDED:
         raise Conflict(f"agent {agent['instance_id']} " + refusal.format(status=agent["status"]))
     return agent
@@ -121,7 +108,7 @@ def spawn(db: Database, execution_id: str, wave: int | None = None, task: str | 
     if wave is not None and (isinstance(wave, bool) or int(wave) < 1):
         raise UsageError(f"--wave must be at least 1, not {wave}")
     with db.write():
-        run = execlog.resolve_execution(db, execution_id)
+        run = resolve.execution(db, execution_id)
         ex = run["execution_id"]
         if run["status"] in RUN_CLOSED:
             raise Conflict(f"execution {ex} is {run['status']}; it takes no new agents")
@@ -131,7 +118,7 @@ def spawn(db: Database, execution_id: str, wave: int | None = None, task: str | 
                 raise NotFound(f"execution {ex} has no wave {int(wave)}")
         task_id = None
         if task is not None:
-            task_id = execlog.resolve_task(db, run, task)
+            task_id = resolve.task(db, run, task)["id"]
             waves = [r["wave_number"] for r in db.query(
                 "SELECT w.wave_number FROM wave_task_assignments a JOIN parallel_execution_waves w ON w.wave_id = a.wave_id "
                 "WHERE w.execution_id = ? AND a.task_id = ? ORDER BY w.wave_number", (ex, task_id))]
@@ -199,7 +186,7 @@ def heartbeat(db: Database, instance_id: str, status: str | None = None, task: s
         if task is not None:
             run = db.one("SELECT execution_id, task_list_id FROM task_list_execution_runs WHERE execution_id = ?",
                          (agent["execution_id"],))
-            task_id = execlog.resolve_task(db, run, task)
+            task_id = resolve.task(db, run, task)["id"]
         was_stuck = agent["status"] == "stuck"
         new_status = status or ("running" if was_stuck else agent["status"])
         now = db.scalar(
@@ -335,7 +322,7 @@ def list_agents(db: Database, execution_id: str | None = None, status: str | Non
     with db.read():
         if execution_id is not None:
             where.append("bai.execution_id = ?")
-            params.append(execlog.resolve_execution(db, execution_id)["execution_id"])
+            params.append(resolve.execution(db, execution_id)["execution_id"])
         if status is not None:
             where.append("bai.status = ?")
             params.append(status)
@@ -348,7 +335,7 @@ def show(db: Database, instance_id: str, heartbeats: int = 10) -> dict:
     if heartbeats < 0:
         raise UsageError(f"--heartbeats must not be negative, not {heartbeats}")
     with db.read():
-        iid = resolve(db, instance_id)["instance_id"]
+        iid = resolve.agent(db, instance_id)["instance_id"]
         agent = db.one(_LIST + " WHERE bai.instance_id = ?", (iid,))
         recent = db.query(
             "SELECT h.id, h.timestamp, h.status, h.current_task_id, t.display_id AS task, h.progress_percent, "
@@ -374,7 +361,7 @@ def stale(db: Database, threshold_s: float = DEFAULT_STALE_S, execution_id: str 
     if threshold_s is None or threshold_s < 0:
         raise UsageError(f"--threshold must not be negative, not {threshold_s}")
     with db.read():
-        ex = execlog.resolve_execution(db, execution_id)["execution_id"] if execution_id is not None else None
+        ex = resolve.execution(db, execution_id)["execution_id"] if execution_id is not None else None
         return db.named("stale_agents", {"threshold": offset(threshold_s), "execution_id": ex})
 
 
@@ -415,7 +402,7 @@ def mark_stale(db: Database, threshold_s: float = DEFAULT_STALE_S, execution_id:
                            task_id=task_id, instance_id=iid, context=ctx)
         marked.append({**cand, "status": "stuck", "error_context": _json(ctx), "released": []})
     by_id = {m["instance_id"]: m for m in marked}
-    ex = execlog.resolve_execution(db, execution_id)["execution_id"] if execution_id is not None else None
+    ex = resolve.execution(db, execution_id)["execution_id"] if execution_id is not None else None
     held = db.query(
         "SELECT a.id, a.instance_id, bai.config FROM wave_task_assignments a "
         "JOIN build_agent_instances bai ON bai.instance_id = a.instance_id "

@@ -31,47 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildctl import execlog, gitrepo, ids
-from buildctl.errors import BuildctlError, Conflict, GitError, NotFound
+from buildctl import execlog, gitrepo, ids, resolve
+from buildctl.errors import BuildctlError, Conflict, GitError
 from buildctl.gitrepo import GITLINK, Entry, Repo
 from buildctl.storage import NOW, Database
 
 #: What a restore does to one path (also the --dry-run vocabulary).
 CHANGE_KINDS = ("modified", "mode", "recreated", "removed")
-
-
-# --------------------------------------------------------------------------- resolving ids
-
-def resolve_execution(db: Database, value: str) -> dict:
-    exec_id = ids.resolve_prefix(db, "task_list_execution_runs", "execution_id", value, "execution")
-    return db.one("SELECT execution_id, task_list_id, status FROM task_list_execution_runs WHERE execution_id = ?", (exec_id,))
-
-
-def resolve_task(db: Database, execution: dict, value: str) -> dict:
-    """A task of the execution's list, by display id (``T-001``) or task id (any unique prefix)."""
-    list_id = execution["task_list_id"]
-    row = db.one("SELECT id, display_id FROM tasks WHERE task_list_id = ? AND display_id = ?", (list_id, value))
-    if row is None:
-        try:
-            tid = ids.resolve_prefix(db, "tasks", "id", value, "task", where="task_list_id = ?", params=(list_id,))
-        except NotFound:
-            raise NotFound(f"no task {value!r} in the task list of execution {execution['execution_id']} "
-                           f"(list {list_id})") from None
-        row = db.one("SELECT id, display_id FROM tasks WHERE id = ?", (tid,))
-    return row
-
-
-def resolve_agent(db: Database, execution_id: str, value: str) -> str:
-    agent_id = ids.resolve_prefix(db, "build_agent_instances", "instance_id", value, "agent")
-    owner = db.scalar("SELECT execution_id FROM build_agent_instances WHERE instance_id = ?", (agent_id,))
-    if owner != execution_id:
-        raise Conflict(f"agent {agent_id} belongs to execution {owner}, not {execution_id}")
-    return agent_id
-
-
-def resolve_checkpoint(db: Database, value: str) -> dict:
-    cp_id = ids.resolve_prefix(db, "checkpoints", "id", value, "checkpoint")
-    return db.one("SELECT * FROM checkpoints WHERE id = ?", (cp_id,))
 
 
 # --------------------------------------------------------------------------- capturing a working tree
@@ -194,9 +160,9 @@ def _record(db: Database, repo: Repo, cap: _Captured, *, execution_id: str, task
 def create(db: Database, execution: str, task: str, *, agent: str | None = None, repo_dir: str | None = None,
            message: str | None = None) -> dict:
     """Checkpoint the working tree of the repository at ``repo_dir`` (default: the current folder)."""
-    ex = resolve_execution(db, execution)
-    tk = resolve_task(db, ex, task)
-    agent_id = resolve_agent(db, ex["execution_id"], agent) if agent else None
+    ex = resolve.execution(db, execution)
+    tk = resolve.task(db, ex, task)
+    agent_id = resolve.agent(db, agent, execution_id=ex["execution_id"])["instance_id"] if agent else None
     repo = gitrepo.open_repo(repo_dir)
     cap = _capture(repo)
     return _record(db, repo, cap, execution_id=ex["execution_id"], task=tk, agent_id=agent_id,
@@ -205,12 +171,12 @@ def create(db: Database, execution: str, task: str, *, agent: str | None = None,
 
 def list_checkpoints(db: Database, execution: str, task: str | None = None) -> list[dict]:
     """The execution's checkpoints, oldest first (ties by row id)."""
-    ex = resolve_execution(db, execution)
+    ex = resolve.execution(db, execution)
     params: list[Any] = [ex["execution_id"]]
     where = "c.execution_id = ?"
     if task is not None:
         where += " AND c.task_id = ?"
-        params.append(resolve_task(db, ex, task)["id"])
+        params.append(resolve.task(db, ex, task)["id"])
     rows = db.query(
         "SELECT c.id, c.execution_id, c.task_id, t.display_id AS task, c.instance_id, c.git_ref, c.created_at, "
         "json_array_length(c.files_snapshot) AS file_count, c.metadata "
@@ -404,10 +370,10 @@ def restore(db: Database, checkpoint: str, *, execution: str | None = None, repo
     ``paths`` limits the restore (and its verification) to those files and folders, so
     that a worker retrying one task does not undo what tasks running beside it wrote.
     The automatic pre-restore checkpoint still covers the whole tree."""
-    row = resolve_checkpoint(db, checkpoint)
+    row = resolve.checkpoint(db, checkpoint)
     cp_id = row["id"]
     if execution is not None:
-        ex = resolve_execution(db, execution)
+        ex = resolve.execution(db, execution)
         if ex["execution_id"] != row["execution_id"]:
             raise Conflict(f"checkpoint {cp_id} belongs to execution {row['execution_id']}, not {ex['execution_id']} "
                            "(another lane); nothing was changed")

@@ -1,8 +1,9 @@
 """Generating completions/: Typer's completion scripts, headed by the command tree.
 
-The scripts call back into `buildctl` for every TAB (so ids complete from the
-database); the header lists every command and option, so that adding one without
-regenerating makes tests/test_completions.py fail.
+The scripts call back into `buildctl` for every TAB, so ids complete from the database
+(the one named by --db on the line being completed, else BUILDCTL_DB or the default);
+the header lists every command and option, so that adding one without regenerating
+makes tests/test_completions.py fail.
 """
 
 from __future__ import annotations
@@ -16,25 +17,14 @@ SHELLS = {"bash": "buildctl.bash", "zsh": "_buildctl", "fish": "buildctl.fish"}
 
 
 def command_tree() -> list[str]:
-    """'buildctl run start LIST [--triggered-by]'-style lines for every command."""
-    import typer
+    """'buildctl run start LIST_OR_FILE [--conflict-threshold] [--triggered-by]'-style lines for every command."""
+    from buildctl.cli import commands
 
-    from buildctl.cli import app
-
-    lines: list[str] = []
-
-    def walk(cmd, path: list[str]) -> None:
-        sub = getattr(cmd, "commands", None)
-        if sub:
-            for name in sorted(sub):
-                walk(sub[name], path + [name])
-            return
-        opts = sorted(o for p in cmd.params for o in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]
-                      if o.startswith("-"))
-        args = [p.name.upper() for p in cmd.params if type(p).__name__.endswith("Argument")]
+    lines = []
+    for path, cmd in sorted(commands().items()):
+        args = [p.metavar for p in cmd.params if p.positional]
+        opts = sorted(f for p in cmd.params for f in (*p.flags, *p.off_flags))
         lines.append(" ".join(["buildctl", *path, *args, *(f"[{o}]" for o in opts)]))
-
-    walk(typer.main.get_command(app), [])
     return lines
 
 

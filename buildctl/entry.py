@@ -1,8 +1,8 @@
 """Console entry point.
 
-The few commands scripts call once per task (SPEC §7) go through buildctl.lean,
-which imports only the standard library; everything else, and all help and shell
-completion, goes through the Typer app.
+Every command is served by buildctl.cli.main, which imports neither Typer nor Rich nor
+pydantic (start-up is most of what a script calling buildctl once per task waits for);
+help, version and shell completion go to the Typer app built from the same declarations.
 """
 
 from __future__ import annotations
@@ -11,21 +11,26 @@ import os
 import sys
 
 
-def main() -> None:
-    argv = sys.argv[1:]
-    if not any(k.startswith("_BUILDCTL_COMPLETE") for k in os.environ):
-        from buildctl.lean import try_run
+def run(argv: list[str]) -> int:
+    """Serve ``argv`` in this process and return the exit code: what the console script does."""
+    if "_BUILDCTL_COMPLETE" not in os.environ:
+        from buildctl.cli.main import run as serve
 
-        code = try_run(argv)
+        code = serve(argv)
         if code is not None:
-            # Done: skip the interpreter's teardown, ~5 ms of the hot path's ~50 ms
-            # budget (SPEC §7). The database is closed and committed already.
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            except OSError:
-                pass
-            os._exit(code)
-    from buildctl.cli import run_app
+            return code
+    from buildctl.cli.typer_app import run_app
 
-    sys.exit(run_app(argv))
+    return run_app(argv)
+
+
+def main() -> None:
+    code = run(sys.argv[1:])
+    # Skip the interpreter's teardown (~5 ms of a hot-path call's budget): the database
+    # is closed and committed already.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)

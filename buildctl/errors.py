@@ -1,10 +1,9 @@
 """Errors that reach the user as one `error: …` line and a named exit code.
 
-Domain code raises these; the two entry paths (Typer and the lean hot path) turn
-them into the line and the code, so both behave the same.
+Domain code raises these; buildctl.cli.main.guarded turns them into the line and
+the code, whichever path served the command.
 """
 
-import os
 import sys
 
 from buildctl import exitcodes
@@ -56,48 +55,3 @@ def error_line(message: str) -> None:
     first = " ".join(str(message).split("\n")[0].split()) or "unknown error"
     sys.stderr.write(f"error: {first}\n")
     sys.stderr.flush()
-
-
-def run_guarded(body) -> int:
-    """Run ``body()`` (which returns an exit code) and turn every failure into one
-    `error:` line and a named exit code; BUILDCTL_DEBUG=1 re-raises for the traceback.
-
-    Shared by the Typer app, the lean hot path and the worker, so all three fail alike.
-    """
-    debug = os.environ.get("BUILDCTL_DEBUG") == "1"
-    try:
-        return body()
-    except BuildctlError as exc:
-        if debug:
-            raise
-        error_line(exc.message)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return exitcodes.INTERRUPTED
-    except BrokenPipeError:
-        # `buildctl log tail | head`: the reader left; not an error worth a line.
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
-        return exitcodes.OK
-    except Exception as exc:
-        import sqlite3
-
-        if debug:
-            raise
-        if isinstance(exc, UnicodeEncodeError) and exc.reason == "surrogates not allowed":
-            # An argument (or file) held bytes that are not UTF-8 (Linux hands them over as
-            # lone surrogates); SQLite refuses to bind them before anything is written.
-            bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else ""
-            error_line(f"input is not valid UTF-8 text ({ascii(bad)} in {ascii(exc.object[:60])}); nothing was written")
-            return exitcodes.INVALID_INPUT
-        if isinstance(exc, sqlite3.Error):
-            from buildctl import storage
-
-            err = storage.translate(exc)
-            error_line(err.message)
-            return err.exit_code
-        error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with BUILDCTL_DEBUG=1 for the traceback)")
-        return exitcodes.INTERNAL

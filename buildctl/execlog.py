@@ -8,7 +8,8 @@ Every query names its execution (lane isolation). Reads order by (timestamp, id)
 
 from __future__ import annotations
 
-from buildctl.errors import Conflict, InvalidInput, NotFound, UsageError
+from buildctl import resolve
+from buildctl.errors import InvalidInput, UsageError
 from buildctl.storage import NOW
 
 TYPE_CHECKING = False
@@ -60,47 +61,6 @@ def append(db: Database, execution_id: str, event_type: str, message: str, *, ta
     return cur.lastrowid
 
 
-# --------------------------------------------------------------------------- resolving ids
-
-def resolve_execution(db: Database, value: str) -> dict:
-    """The run row (execution_id, task_list_id, status) for an id or any unique prefix."""
-    sql = "SELECT execution_id, task_list_id, status FROM task_list_execution_runs WHERE execution_id = ?"
-    row = db.one(sql, (value,))
-    if row is None:
-        from buildctl import ids  # only for prefixes: ids imports `secrets`, which is not free
-
-        row = db.one(sql, (ids.resolve_prefix(db, "task_list_execution_runs", "execution_id", value, "execution"),))
-    return row
-
-
-def resolve_task(db: Database, run: dict, value: str) -> str:
-    """A task of the run's list, by display id (``T-001``), task id, or unique task-id prefix."""
-    value = (value or "").strip()
-    if not value:
-        raise UsageError("empty task id")
-    tid = db.scalar("SELECT id FROM tasks WHERE task_list_id = ? AND (display_id = ? OR id = ?) "
-                    "ORDER BY display_id = ? DESC LIMIT 1", (run["task_list_id"], value, value, value))
-    if tid is not None:
-        return tid
-    from buildctl import ids
-
-    try:
-        return ids.resolve_prefix(db, "tasks", "id", value, "task", where="task_list_id = ?", params=(run["task_list_id"],))
-    except NotFound:
-        raise NotFound(f"no task {value!r} in execution {run['execution_id']} (task list {run['task_list_id']})") from None
-
-
-def resolve_agent_in(db: Database, run: dict, value: str) -> str:
-    """An agent id (or unique prefix) that must belong to the run's lane."""
-    from buildctl import agents
-
-    agent = agents.resolve(db, value)
-    if agent["execution_id"] != run["execution_id"]:
-        raise Conflict(f"agent {agent['instance_id']} belongs to execution {agent['execution_id']}, "
-                       f"not {run['execution_id']}")
-    return agent["instance_id"]
-
-
 def parse_context(text: str | dict | None) -> dict | None:
     """``--context``: a JSON object, or refused with one line."""
     if text is None or isinstance(text, dict):
@@ -126,9 +86,10 @@ def add(db: Database, execution_id: str, type: str, message: str, task: str | No
         raise InvalidInput("the message is empty")
     context = parse_context(context_json)
     with db.write():
-        run = resolve_execution(db, execution_id)
-        task_id = resolve_task(db, run, task) if task is not None else None
-        instance_id = resolve_agent_in(db, run, agent) if agent is not None else None
+        run = resolve.execution(db, execution_id)
+        task_id = resolve.task(db, run, task)["id"] if task is not None else None
+        instance_id = (resolve.agent(db, agent, execution_id=run["execution_id"])["instance_id"]
+                       if agent is not None else None)
         return append(db, run["execution_id"], type, message, task_id=task_id, instance_id=instance_id, context=context)
 
 
@@ -145,7 +106,7 @@ def _filters(db: Database, run: dict, task: str | None, types, errors_only: bool
 
     return {
         "execution_id": run["execution_id"],
-        "task_id": resolve_task(db, run, task) if task is not None else None,
+        "task_id": resolve.task(db, run, task)["id"] if task is not None else None,
         "types": _dumps(types) if types else None,
         "errors_only": 1 if errors_only else 0,
         "since": offset(since_s) if since_s is not None else None,
@@ -166,7 +127,7 @@ def _tail(db, execution_id, limit, task, types, errors_only, since_s) -> tuple[l
     if limit is None or int(limit) < 1:
         raise UsageError(f"-n must be at least 1, not {limit}")
     with db.read():
-        run = resolve_execution(db, execution_id)
+        run = resolve.execution(db, execution_id)
         params = _filters(db, run, task, types, errors_only, since_s)
         if _has_filters(params):
             rows = db.named("execution_log_filtered", {**params, "limit": int(limit)})
@@ -247,8 +208,8 @@ def failures(db: Database, execution_id: str, task: str | None = None, min_failu
     min_failures = int(min_failures)
     out = []
     with db.read():
-        run = resolve_execution(db, execution_id)
-        task_id = resolve_task(db, run, task) if task is not None else None
+        run = resolve.execution(db, execution_id)
+        task_id = resolve.task(db, run, task)["id"] if task is not None else None
         hits = db.named("consecutive_failures", {"execution_id": run["execution_id"], "task_id": task_id,
                                                  "min_failures": min_failures})
         for hit in hits:

@@ -242,6 +242,14 @@ def show(*renderables) -> None:
         c.print(r)
 
 
+def document(data: Any, as_json: bool, view: Callable[[Any], list]) -> None:
+    """A show command's output: the JSON document, or the renderables ``view(data)`` draws."""
+    if as_json:
+        print_json(data)
+    else:
+        show(*view(data))
+
+
 def is_terminal() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
@@ -502,6 +510,13 @@ def doctor_report(checks):
         Column("status", "status", fmt=lambda r: styled(r["status"], "completed" if r["ok"] else "failed")),
         Column("details", "details", max_width=100),
     ], title="doctor")
+
+
+MIGRATION_COLUMNS = [
+    Column("name", "migration"),
+    Column("state", "state", kind="status"),
+    Column("applied_at", "applied at (UTC)", kind="time"),
+]
 
 
 def restore_changes(result: dict):

@@ -9,31 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from buildctl import assignments, execlog, ids, planning, tasklists
+from buildctl import assignments, execlog, ids, planning, resolve, tasklists
 from buildctl.errors import Conflict, InvalidInput, NotFound, UsageError
+from buildctl.states import (ASSIGNMENT_HELD, RUN_ACTIVE, RUN_GOING, RUN_STATUSES, TRIGGERS, WAVE_OPEN,
+                             sql_list)
 from buildctl.storage import NOW, Database
 
-RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled", "paused")
-TRIGGERS = ("user", "auto", "retry")
-
-
-# --------------------------------------------------------------------------- lookup
-
-def resolve_execution(db: Database, value: str) -> str:
-    return ids.resolve_prefix(db, "task_list_execution_runs", "execution_id", value, "execution")
-
-
-def resolve_task(db: Database, execution_id: str, value: str) -> str:
-    """A task id from its display id (T-001) within the execution's list, or any unique tk_ prefix of that list."""
-    list_id = db.scalar("SELECT task_list_id FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
-    if list_id is None:
-        raise NotFound(f"no execution {execution_id!r}")
-    value = (value or "").strip()
-    by_display = db.scalar("SELECT id FROM tasks WHERE task_list_id = ? AND display_id = ?", (list_id, value))
-    if by_display is not None:
-        return by_display
-    return ids.resolve_prefix(db, "tasks", "id", value, f"task of execution {execution_id}",
-                              where="task_list_id = ?", params=(list_id,))
 
 
 def _looks_like_file(value: str) -> bool:
@@ -77,7 +58,7 @@ def start_run(db: Database, list_or_file: str, *, triggered_by: str = "user",
                 imported = True
         else:
             try:
-                list_id = tasklists.resolve_list(db, value)
+                list_id = resolve.task_list(db, value)["id"]
             except NotFound:
                 if _looks_like_file(value):
                     raise UsageError(f"no such task-list file or task list: {value}") from None
@@ -91,7 +72,7 @@ def _plan_and_insert(db: Database, list_id: str, *, triggered_by: str, threshold
         raise Conflict(f"task list {list_id} ({lst['name']}) is archived")
     active = db.one(
         "SELECT execution_id, run_number, status FROM task_list_execution_runs "
-        "WHERE task_list_id = ? AND status IN ('pending', 'running', 'paused') ORDER BY run_number LIMIT 1",
+        f"WHERE task_list_id = ? AND status IN {sql_list(RUN_ACTIVE)} ORDER BY run_number LIMIT 1",
         (list_id,),
     )
     if active is not None:
@@ -224,7 +205,7 @@ def list_runs(db: Database, *, list_ref: str | None = None, status: str | None =
         params.append(status)
     if list_ref is not None:
         where.append("r.task_list_id = ?")
-        params.append(tasklists.resolve_list(db, list_ref))
+        params.append(resolve.task_list(db, list_ref)["id"])
     sql = (f"SELECT {_RUN_COLUMNS} FROM task_list_execution_runs r JOIN task_lists_v2 l ON l.id = r.task_list_id "
            + ("WHERE " + " AND ".join(where) + " " if where else "") + "ORDER BY r.rowid")
     return db.query(sql, params)
@@ -240,7 +221,7 @@ def _run_row(db: Database, execution_id: str) -> dict:
 
 def show_run(db: Database, value: str) -> dict:
     """One run with its counters and a line per wave (tasks and their assignment states)."""
-    execution_id = resolve_execution(db, value)
+    execution_id = resolve.execution(db, value)["execution_id"]
     with db.read():
         run = _run_row(db, execution_id)
         summary = {r["wave_number"]: r for r in db.named("wave_summary", {"execution_id": execution_id})}
@@ -260,14 +241,14 @@ def show_run(db: Database, value: str) -> dict:
         w["skipped_count"] = sum(1 for t in w["tasks"] if t["status"] == "skipped")
         w["active_agents"] = summary.get(w["wave_number"], {}).get("active_agents", 0)
     run["waves"] = waves
-    run["active_tasks"] = sum(1 for t in tasks if t["status"] in ("assigned", "running"))
+    run["active_tasks"] = sum(1 for t in tasks if t["status"] in ASSIGNMENT_HELD)
     run["pending_tasks"] = sum(1 for t in tasks if t["status"] == "pending")
     return run
 
 
 def wave_summary(db: Database, value: str) -> dict:
     """The B.8 wave summary (sql/queries/wave_summary.sql) plus the run's status."""
-    execution_id = resolve_execution(db, value)
+    execution_id = resolve.execution(db, value)["execution_id"]
     with db.read():
         run = _run_row(db, execution_id)
         rows = db.named("wave_summary", {"execution_id": execution_id})
@@ -288,10 +269,10 @@ def wave_summary(db: Database, value: str) -> dict:
 
 def pause(db: Database, value: str) -> dict:
     """pending/running -> paused: no new task is handed out; running tasks finish."""
-    execution_id = resolve_execution(db, value)
+    execution_id = resolve.execution(db, value)["execution_id"]
     with db.write():
         run = _run_row(db, execution_id)
-        if run["status"] not in ("pending", "running"):
+        if run["status"] not in RUN_GOING:
             raise Conflict(f"cannot pause run {execution_id}: it is {run['status']}; only a pending or running run can be paused")
         db.execute("UPDATE task_list_execution_runs SET status = 'paused' WHERE execution_id = ?", (execution_id,))
         assignments.list_status_for_run(db, run["task_list_id"])
@@ -301,7 +282,7 @@ def pause(db: Database, value: str) -> dict:
 
 def resume(db: Database, value: str) -> dict:
     """paused -> running (or pending when no task was handed out yet)."""
-    execution_id = resolve_execution(db, value)
+    execution_id = resolve.execution(db, value)["execution_id"]
     with db.write():
         run = _run_row(db, execution_id)
         if run["status"] != "paused":
@@ -318,10 +299,10 @@ def cancel(db: Database, value: str) -> dict:
     """pending/running/paused -> cancelled: pending assignments become skipped (counted,
     logged), unfinished waves cancelled; agents still running a task see the run
     cancelled and stop (their report is still recorded)."""
-    execution_id = resolve_execution(db, value)
+    execution_id = resolve.execution(db, value)["execution_id"]
     with db.write():
         run = _run_row(db, execution_id)
-        if run["status"] not in ("pending", "running", "paused"):
+        if run["status"] not in RUN_ACTIVE:
             raise Conflict(
                 f"cannot cancel run {execution_id}: it is already {run['status']}"
                 if run["status"] == "cancelled" else
@@ -335,14 +316,14 @@ def cancel(db: Database, value: str) -> dict:
         held = db.query(
             "SELECT a.id AS assignment_id, t.display_id, a.instance_id FROM wave_task_assignments a "
             "JOIN parallel_execution_waves w ON w.wave_id = a.wave_id JOIN tasks t ON t.id = a.task_id "
-            "WHERE w.execution_id = ? AND a.status IN ('assigned', 'running') ORDER BY a.id", (execution_id,))
+            f"WHERE w.execution_id = ? AND a.status IN {sql_list(ASSIGNMENT_HELD)} ORDER BY a.id", (execution_id,))
         db.execute(f"UPDATE task_list_execution_runs SET status = 'cancelled', completed_at = {NOW} WHERE execution_id = ?",
                    (execution_id,))
         skipped = assignments.skip_pending(db, execution_id, pending, reason="run_cancelled",
                                            message="{task} skipped: the run was cancelled")
         db.execute(
             f"UPDATE parallel_execution_waves SET status = 'cancelled', completed_at = {NOW} "
-            "WHERE execution_id = ? AND status IN ('pending', 'running')", (execution_id,))
+            f"WHERE execution_id = ? AND status IN {sql_list(WAVE_OPEN)}", (execution_id,))
         assignments.list_status_for_run(db, run["task_list_id"])
         execlog.append(
             db, execution_id, "warning",
@@ -357,9 +338,4 @@ def cancel(db: Database, value: str) -> dict:
     return out
 
 
-def is_ended(status: str) -> bool:
-    return status in assignments.RUN_ENDED
-
-
-__all__ = ["start_run", "list_runs", "show_run", "wave_summary", "pause", "resume", "cancel",
-           "resolve_execution", "resolve_task", "RUN_STATUSES", "TRIGGERS", "is_ended"]
+__all__ = ["start_run", "list_runs", "show_run", "wave_summary", "pause", "resume", "cancel"]

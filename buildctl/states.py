@@ -9,6 +9,8 @@ is a list that drifts. Stdlib only and free to import (the hot path uses it).
 RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled", "paused")
 #: A run in one of these can still hand out work (gc and the log never touch it).
 RUN_ACTIVE = ("pending", "running", "paused")
+#: A run in one of these hands out work now (pause stops that).
+RUN_GOING = ("pending", "running")
 #: A run in one of these has ended: no new agents, no new claims.
 RUN_ENDED = ("completed", "failed", "cancelled")
 TRIGGERS = ("user", "auto", "retry")

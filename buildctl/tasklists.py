@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildctl import durations, ids, planning
+from buildctl import durations, ids, planning, resolve
 from buildctl.errors import InvalidInput, NotFound, UsageError
 from buildctl.storage import NOW, Database
 
@@ -61,14 +61,14 @@ class TaskListSpec:
 def load_file(path: str | os.PathLike) -> TaskListSpec:
     """Read and validate a task-list file (TOML, or JSON by extension or content)."""
     p = Path(path)
-    shown = str(path)
-    if not p.exists():
-        raise UsageError(f"no such task-list file: {shown}")
-    if not p.is_file():
-        raise UsageError(f"not a file: {shown}")
+    shown = str(path) if len(str(path)) <= 200 else str(path)[:197] + "..."
     try:
+        if not p.exists():
+            raise UsageError(f"no such task-list file: {shown}")
+        if not p.is_file():
+            raise UsageError(f"not a file: {shown}")
         raw = p.read_bytes()
-    except OSError as exc:
+    except OSError as exc:  # a name too long, a folder we may not read, …
         raise UsageError(f"cannot read {shown}: {exc.strerror or exc}") from None
     try:
         text = raw.decode("utf-8")
@@ -311,24 +311,6 @@ def insert_spec(db: Database, spec: TaskListSpec) -> str:
 
 # --------------------------------------------------------------------------- lookup
 
-def resolve_list(db: Database, value: str) -> str:
-    """A list id from any unique id prefix, or from a list name (the only list with that name)."""
-    value = (value or "").strip()
-    if not value:
-        raise UsageError("empty task list id")
-    try:
-        return ids.resolve_prefix(db, "task_lists_v2", "id", value, "task list")
-    except NotFound:
-        pass
-    named = db.query("SELECT id FROM task_lists_v2 WHERE name = ? ORDER BY created_at, id", (value,))
-    if len(named) == 1:
-        return named[0]["id"]
-    if len(named) > 1:
-        shown = ", ".join(r["id"] for r in named[:5])
-        raise UsageError(f"task list name {value!r} is ambiguous: {len(named)} lists have it ({shown}); give an id")
-    raise NotFound(f"no task list matches {value!r} (by id prefix or name)")
-
-
 def spec_signature(spec: TaskListSpec) -> list:
     """A canonical form of a list's content, to recognise a re-import of an unchanged file."""
     return [
@@ -392,7 +374,7 @@ def list_lists(db: Database) -> list[dict]:
 
 
 def show_list(db: Database, value: str) -> dict:
-    list_id = resolve_list(db, value)
+    list_id = resolve.task_list(db, value)["id"]
     with db.read():
         lst = db.one(
             "SELECT id, name, description, status, max_parallel_agents, source_file, created_at, updated_at "
@@ -425,5 +407,5 @@ def show_list(db: Database, value: str) -> dict:
 
 __all__ = [
     "FileImpact", "TaskSpec", "TaskListSpec", "load_file", "validate", "import_file", "insert_spec",
-    "resolve_list", "find_identical", "list_lists", "show_list",
+    "find_identical", "list_lists", "show_list",
 ]

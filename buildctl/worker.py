@@ -403,10 +403,10 @@ class Worker:
         signal.signal(signal.SIGTERM, self._on_term)
         if task is not None:
             # Refuse before registering anything: a refused command writes nothing.
-            from buildctl import runs
+            from buildctl import resolve
 
-            execution_id = runs.resolve_execution(self.db, self.opts.execution_id)
-            assignments.check_claimable(self.db, execution_id, runs.resolve_task(self.db, execution_id, task))
+            run = resolve.execution(self.db, self.opts.execution_id)
+            assignments.check_claimable(self.db, run["execution_id"], resolve.task(self.db, run, task)["id"])
         self.instance_id = agents.spawn(self.db, self.opts.execution_id, wave=wave, task=task, config=self.opts.config)
         self.config = agents.config_of(self.db, self.instance_id)
         agent = self.db.one("SELECT execution_id, current_task_id FROM build_agent_instances WHERE instance_id = ?",
@@ -641,14 +641,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tasks", type=int)
     p.add_argument("--config")
     a = p.parse_args(argv)
-    from buildctl.errors import run_guarded
+    from buildctl.cli.main import guarded
 
     def body() -> int:
         opts = Options(a.execution_id, repo=a.repo, checkpoints=a.checkpoints, max_tasks=a.max_tasks,
                        config=a.config)
         return Worker(a.db, opts).run().exit_code
 
-    return run_guarded(body)
+    return guarded(body)
 
 
 if __name__ == "__main__":

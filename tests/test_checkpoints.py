@@ -53,7 +53,7 @@ def bcx(cli, genv):
 def bc(env, genv, monkeypatch, capsys):
     """The same command line run in-process (`run_app`, the Typer path every checkpoint command
     takes), because two shared cores make a process start per call too slow for this many calls."""
-    from buildctl.cli import run_app
+    from buildctl.entry import run as run_app
 
     def run(*args, check: bool = False, cwd=None):
         with monkeypatch.context() as m:
@@ -467,7 +467,7 @@ def test_refusals_of_create(bc, lanes, repo, genv, migrated, tmp_path):
         (("checkpoint", "create", "ex_nope", "--task", "T-001", "--repo", repo), exitcodes.NOT_FOUND, "no execution matches"),
         (("checkpoint", "create", "ex_one", "--task", "T-999", "--repo", repo), exitcodes.NOT_FOUND, "no task 'T-999'"),
         (("checkpoint", "create", "ex_one", "--task", lanes["other_tasks"]["T-001"], "--repo", repo),
-         exitcodes.NOT_FOUND, "in the task list of execution ex_one"),
+         exitcodes.NOT_FOUND, "in execution ex_one (task list tl_one)"),
         (("checkpoint", "create", "ex_one", "--task", "T-001", "--agent", "ag_two", "--repo", repo),
          exitcodes.CONFLICT, "belongs to execution ex_two"),
         (("checkpoint", "create", "ex_one", "--task", "T-001", "--agent", "ag_nope", "--repo", repo),

@@ -10,7 +10,7 @@ import sys
 import typer
 
 from buildctl import __version__, exitcodes, storage
-from buildctl.cli import app
+from buildctl.cli.typer_app import app
 from conftest import assert_refused, buildctl_executable
 
 
@@ -84,9 +84,9 @@ def test_unreadable_database_is_one_line_not_a_traceback(cli, tmp_path):
 
 
 def test_internal_errors_show_a_traceback_only_with_debug(tmp_path):
-    code = ("import sys; import buildctl.cli as c; import buildctl.cli.migrate as m;"
-            "m.migrations.status = lambda db: 1/0;"
-            "sys.exit(c.run_app(['migrate', '--status']))")
+    code = ("import sys; import buildctl.entry as e; import buildctl.migrations as m;"
+            "m.status = lambda db: 1/0;"
+            "sys.exit(e.run(['migrate', '--status']))")
     env = {**os.environ, "BUILDCTL_DB": str(tmp_path / "x.db")}
     env.pop("BUILDCTL_DEBUG", None)
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

@@ -8,7 +8,7 @@ Properties, for every generated argument list or file:
   option value, an id that does not exist, a task-list file broken in a known way) never exits 0.
 
 Most examples run in-process through the same two entry paths as the console script
-(`lean.try_run`, then `cli.run_app`), stdout/stderr captured, to stay fast on two cores;
+(`buildctl.cli.main.run`, then the Typer app for help), stdout/stderr captured, to stay fast on two cores;
 `test_spot_checks_in_real_processes` runs a sample through the real `buildctl` executable.
 
 Commands that block or run task commands (`run exec`, `agent work`, `agent spawn … -- CMD`,
@@ -37,23 +37,10 @@ SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), database
 # --------------------------------------------------------------------------- the command tree
 
 def _walk():
-    """{command path: [click params]} for every leaf command of the Typer app."""
-    import typer.main
+    """{command path: [declared params]} for every command."""
+    from buildctl.cli import commands
 
-    from buildctl.cli import app
-
-    out: dict[tuple[str, ...], list] = {}
-
-    def walk(cmd, path):
-        subs = getattr(cmd, "commands", None)
-        if subs:
-            for name, sub in subs.items():
-                walk(sub, path + (name,))
-        else:
-            out[path] = list(cmd.params)
-
-    walk(typer.main.get_command(app), ())
-    return out
+    return {path: list(cmd.params) for path, cmd in commands().items()}
 
 
 COMMANDS = _walk()
@@ -74,14 +61,15 @@ def test_the_walk_found_every_command():
 # --------------------------------------------------------------------------- running in-process
 
 def invoke(argv: list[str]) -> tuple[int, str, str]:
-    """What the console script does (buildctl.entry.main), in-process: lean path, else Typer."""
-    from buildctl import lean
-    from buildctl.cli import run_app
+    """What the console script does (buildctl.entry.main), in-process: the lean path, else Typer."""
+    from buildctl.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = lean.try_run(argv)
+        code = main.run(argv)
         if code is None:
+            from buildctl.cli.typer_app import run_app
+
             code = run_app(argv)
     return code, out.getvalue(), err.getvalue()
 
@@ -156,6 +144,11 @@ SPECIAL = st.sampled_from([
     "info", "task_failed", "bogus_type", "{", "{}", "[]", "null", '{"a": 1}', '{"error": "x"}', '{"maxRetries": -1}',
     '{"maxRetries": 2}', "'; DROP TABLE tasks; --", "%", "_", "*", "ex_", "ag_", "cp_", "tl_", "/", ".", "..",
     "\udcff", "caf\udce9", "é", "🙂", "a\nb", "\t", "x" * 300,
+    # The extremes: non-finite and huge numbers, deep nesting, JSON that is not strict.
+    "NaN", "Infinity", "-Infinity", "1e999", "-1e999", "9223372036854775808", "-9223372036854775809",
+    "99999999999999999999", "1e-400", "0x10", "1_000", "-0", "[" * 5_000, "{\"a\": " * 3_000 + "1",
+    '{"error": NaN}', '{"error": Infinity}', '{"x": 1e999}', '{"a": 1, "a": 2}', '{"maxRetries": 1e999}',
+    '{"maxRetries": 99999999999999999999}', '{"heartbeatIntervalMs": NaN}',
 ])
 
 
@@ -170,7 +163,11 @@ def values(w: dict):
 
 
 def _is_flag(p) -> bool:
-    return bool(getattr(p, "is_flag", False))
+    return p.is_flag
+
+
+def _spellings(p) -> list[str]:
+    return [*p.flags, *p.off_flags]
 
 
 @st.composite
@@ -179,8 +176,8 @@ def command_argv(draw, w: dict):
     path = draw(st.sampled_from(sorted(COMMANDS)))
     params = COMMANDS[path]
     blocking = path in BLOCKING
-    positionals = [p for p in params if p.param_type_name == "argument"]
-    options = [p for p in params if p.param_type_name == "option"]
+    positionals = [p for p in params if p.positional]
+    options = [p for p in params if not p.positional]
     val = values(w)
     if blocking:
         # Only ids that do not exist: the command is refused before it runs anything.
@@ -190,7 +187,7 @@ def command_argv(draw, w: dict):
         n_pos = min(n_pos, 1)  # a second positional is a command to run
     parts = [[draw(val)] for _ in range(n_pos)]
     for p in draw(st.lists(st.sampled_from(options), max_size=4)) if options else []:
-        flag = draw(st.sampled_from(p.opts))
+        flag = draw(st.sampled_from(_spellings(p)))
         if flag in BLOCKING_FLAGS:
             continue
         parts.append([flag] if _is_flag(p) else [flag, draw(val)])
@@ -245,9 +242,9 @@ def invalid_argv(draw, w: dict):
         return kind, [word] + draw(st.lists(values(w), max_size=3))
     path = draw(st.sampled_from(sorted(COMMANDS)))
     params = COMMANDS[path]
-    positionals = [p for p in params if p.param_type_name == "argument"]
+    positionals = [p for p in params if p.positional]
     required_pos = [p for p in positionals if p.required]
-    valued = [p for p in params if p.param_type_name == "option" and not _is_flag(p)]
+    valued = [p for p in params if not p.positional and not _is_flag(p) and p.flag_value is None]
     # Plausible positionals: nonexistent ids, so blocking commands stop at the lookup.
     fake = lambda: "zz_" + draw(st.text("abcdef0123456789", min_size=4, max_size=8))  # noqa: E731
     args = [fake() for _ in required_pos]
@@ -256,7 +253,7 @@ def invalid_argv(draw, w: dict):
     if kind == "missing-value":
         assume(valued)
         p = draw(st.sampled_from(valued))
-        return kind, list(path) + args + [p.opts[0]]
+        return kind, list(path) + args + [p.flags[0]]
     if kind == "missing-argument":
         assume(required_pos)
         return kind, list(path) + args[:-1]

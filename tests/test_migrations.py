@@ -195,7 +195,7 @@ def test_edited_applied_file_is_refused_by_name(cli, migrated, tmp_path, monkeyp
     code = (
         "import sys, buildctl.storage as s, pathlib;"
         f"s.sql_dir = lambda: pathlib.Path({str(sql_copy)!r});"
-        "from buildctl.cli import run_app; sys.exit(run_app(['migrate']))"
+        "from buildctl.entry import run as run_app; sys.exit(run_app(['migrate']))"
     )
     env = {**os.environ, "BUILDCTL_DB": str(migrated)}
     before = snapshot(migrated)
@@ -277,7 +277,7 @@ def test_sigkill_in_the_middle_of_one_file_rolls_that_file_back(tmp_path):
     path = tmp_path / "db" / "b.db"
     code = ("import sys, pathlib, buildctl.storage as s;"
             f"s.sql_dir = lambda: pathlib.Path({str(sql_copy)!r});"
-            "from buildctl.cli import run_app; sys.exit(run_app(['migrate']))")
+            "from buildctl.entry import run as run_app; sys.exit(run_app(['migrate']))")
     env = {**os.environ, "BUILDCTL_DB": str(path)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Wait until every real file is applied: the slow file is then running.

@@ -265,7 +265,7 @@ def test_restore_killed_mid_way_loses_nothing_the_pre_restore_checkpoint_brings_
 
     def pre_restore_checkpoints() -> list[dict]:
         # `checkpoint list` in-process (run_app, the same Typer path) to spare a process start.
-        from buildctl.cli import run_app
+        from buildctl.entry import run as run_app
 
         capsys.readouterr()
         with monkeypatch.context() as m:

@@ -225,7 +225,7 @@ def test_waves_watch_follows_a_run_to_its_end_and_ctrl_c_exits_cleanly(migrated,
 def test_every_command_and_option_has_help_text(cli):
     import typer
 
-    from buildctl.cli import app
+    from buildctl.cli.typer_app import app
 
     root = typer.main.get_command(app)
     mine = {"tasks": root.commands["tasks"], "run": root.commands["run"]}

@@ -1,100 +1,52 @@
-"""The Typer application: root callback with the global --db, one sub-app per group.
+"""The command line.
 
-Heavy imports (Typer, Rich, pydantic via Typer) start here; the hot-path commands
-never reach this module (see buildctl.entry and buildctl.lean).
+Each group module (``runs``, ``tasks``, ``agents``, ``log``, ``checkpoints``, ``admin``)
+declares its commands once (``buildctl.cli.grammar.Command``) with a small runner that
+calls one domain function and hands the result to ``buildctl.render``. ``main`` serves
+them; ``typer_app`` builds the Typer app from the same declarations for ``--help``,
+shell completion and docs/CLI.md.
+
+Stdlib only at import: the declarations are data, and runners import what they need.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Annotated
+#: The group modules, in the order `buildctl --help` lists their commands.
+MODULES = ("tasks", "runs", "agents", "log", "checkpoints", "admin")
 
-import typer
-
-from buildctl import __version__, exitcodes, storage
-from buildctl.cli.common import State
-from buildctl.errors import error_line, run_guarded
-
-HELP = (
-    "Control plane for parallel build agents.\n\n"
-    "Task lists become execution runs, planned into waves of tasks that can run in parallel; "
-    "build agents claim tasks, send heartbeats, write an execution log and take git checkpoints. "
-    "State lives in one SQLite file (see --db)."
-)
-
-app = typer.Typer(
-    name="buildctl",
-    help=HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+_commands: dict = {}
 
 
-def _version(value: bool) -> None:
-    if value:
-        print(f"buildctl {__version__}")
-        raise typer.Exit(0)
+def commands() -> dict:
+    """Every declared command by its words: {("log", "add"): Command, ...}."""
+    if not _commands:
+        import importlib
+
+        for name in MODULES:
+            module = importlib.import_module(f"buildctl.cli.{name}")
+            for cmd in module.COMMANDS:
+                _commands[cmd.path] = cmd
+    return _commands
 
 
-@app.callback()
-def root(
-    db: Annotated[str | None, typer.Option(
-        "--db", metavar="PATH_OR_URL", envvar="BUILDCTL_DB", show_envvar=True,
-        help="Database file (default: $XDG_STATE_HOME/buildctl/buildctl.db, i.e. ~/.local/state/buildctl/buildctl.db).",
-    )] = None,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
-) -> None:
-    State.db_location = storage.resolve_location(db)
+def groups() -> dict:
+    """The command tree for finding a command in argv: {"waves": None, "run": {"show": None, ...}}."""
+    tree: dict = {}
+    for path in commands():
+        if len(path) == 1:
+            tree[path[0]] = None
+        else:
+            tree.setdefault(path[0], {})[path[1]] = None
+    return tree
 
 
-def _register() -> None:
-    from buildctl.cli import migrate
+def group_help() -> dict:
+    """{"run": "Execution runs: …", …}: each group's one-line help."""
+    import importlib
 
-    app.command("migrate")(migrate.migrate)
-    for module_name in ("tasks", "runs", "agents", "log", "checkpoints", "toplevel"):
-        module = __import__(f"buildctl.cli.{module_name}", fromlist=["register"])
-        module.register(app)
-
-
-_register()
-
-
-def _usage_line(exc) -> str:
-    msg = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-    ctx = getattr(exc, "ctx", None)
-    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-    return " ".join(msg.split()) + where
-
-
-def run_app(argv: list[str] | None = None) -> int:
-    """Run the Typer app; every failure becomes one `error:` line and a named exit code."""
-    try:  # Typer >= 0.26 vendors Click; older releases use the click package
-        from typer._click import exceptions as click_exc
-    except ImportError:  # pragma: no cover - depends on the installed Typer
-        from click import exceptions as click_exc
-
-    if "_BUILDCTL_COMPLETE" in os.environ:
-        # add_completion=False hides --install-completion, but the shell scripts in
-        # completions/ still need Typer's completion classes registered.
-        from typer.completion import completion_init
-
-        completion_init()
-
-    def body() -> int:
-        try:
-            rv = app(args=argv, prog_name="buildctl", standalone_mode=False)
-        except click_exc.NoArgsIsHelpError:
-            return exitcodes.USAGE  # the help was printed already
-        except click_exc.UsageError as exc:
-            error_line(_usage_line(exc))
-            return exitcodes.USAGE
-        except click_exc.ClickException as exc:
-            error_line(exc.format_message())
-            return exc.exit_code or exitcodes.FAILED
-        except typer.Abort:
-            raise KeyboardInterrupt from None
-        return rv if isinstance(rv, int) else exitcodes.OK
-
-    return run_guarded(body)
+    out = {}
+    for name in MODULES:
+        group = getattr(importlib.import_module(f"buildctl.cli.{name}"), "GROUP", None)
+        if group is not None:
+            out[group[0]] = group[1]
+    return out

@@ -1,23 +1,198 @@
-"""`buildctl run …`: execution runs; and the top-level `buildctl waves EXEC`.
-
-Every command of this group is declared once in buildctl.readspec (the lean path
-serves them without Typer); their Typer commands are generated from it for help
-and shell completion.
-"""
+"""`buildctl run …` and `buildctl waves`: execution runs."""
 
 from __future__ import annotations
 
-import typer
+from buildctl import states
+from buildctl.cli.grammar import Command, Param
+from buildctl.cli.params import CHECKPOINTS, CONFIG, EXEC, JSON, REPO, duration
 
-app = typer.Typer(help="Execution runs: start, list, show, pause, resume, cancel, exec.", no_args_is_help=True)
+GROUP = ("run", "Execution runs: start, list, show, pause, resume, cancel, exec.")
 
 
-def register(root: typer.Typer) -> None:
-    from buildctl import readspec
-    from buildctl.cli import hot
+# --------------------------------------------------------------------------- runners
 
-    for cmd in (readspec.RUN_START, readspec.RUN_LIST, readspec.RUN_SHOW, readspec.RUN_PAUSE, readspec.RUN_RESUME,
-                readspec.RUN_CANCEL, readspec.RUN_EXEC):
-        hot.register(app, cmd)
-    root.add_typer(app, name="run")
-    hot.register(root, readspec.WAVES)
+def _run_start(db, v: dict) -> str:
+    from buildctl import render, runs
+
+    result = runs.start_run(db, v["list_or_file"], triggered_by=v["triggered_by"], threshold=v["conflict_threshold"])
+    what = "imported and planned" if result["imported"] else "planned"
+    render.info(
+        f"run #{result['run_number']} of {result['task_list_name']!r} {what}: {result['total_tasks']} tasks in "
+        f"{len(result['waves'])} waves ({len(result['conflicts'])} file conflicts)")
+    return result["execution_id"]
+
+
+def _run_list(db, v: dict) -> None:
+    from buildctl import render, runs
+
+    rows = runs.list_runs(db, list_ref=v["list_ref"], status=v["status"])
+    render.emit(rows, render.RUN_COLUMNS, as_json=v["as_json"], empty="no runs match")
+
+
+def _run_show(db, v: dict) -> None:
+    from buildctl import render, runs
+
+    render.document(runs.show_run(db, v["execution"]), v["as_json"], render.run_show)
+
+
+def _lifecycle(verb: str):
+    def runner(db, v: dict) -> None:
+        from buildctl import render, runs
+
+        data = getattr(runs, verb)(db, v["execution"])
+        extra = ""
+        if verb == "cancel":
+            extra = f"; {data['skipped_now']} pending tasks skipped"
+            if data["still_running"]:
+                extra += f", {len(data['still_running'])} running tasks told to stop ({', '.join(data['still_running'])})"
+        render.info(f"run {data['execution_id']} is {data['status']}{extra}")
+
+    return runner
+
+
+def _run_exec(db, v: dict) -> int:
+    import os
+
+    from buildctl import agents, executor, exitcodes, render, resolve
+    from buildctl.errors import Conflict, UsageError
+
+    config = agents.parse_config(v["config"]) if v["config"] is not None else None  # refused before any worker starts
+    run = resolve.execution(db, v["execution"])
+    if run["status"] in states.RUN_ENDED:
+        raise Conflict(f"run {run['execution_id']} has already ended ({run['status']}); "
+                       "start a new one with `buildctl run start`")
+    repo_dir = os.path.abspath(v["repo"]) if v["repo"] else os.getcwd()
+    if not os.path.isdir(repo_dir):
+        raise UsageError(f"--repo {v['repo']!r} is not a folder")
+    live = None
+    if render.is_terminal():
+        from rich.live import Live
+
+        live = Live(console=render.console(), auto_refresh=False, transient=False)
+        live.start()
+    try:
+        result = executor.execute(
+            db.location, run["execution_id"], jobs=v["jobs"], repo=repo_dir, checkpoints=v["checkpoints"],
+            config=config,
+            on_tick=(lambda snap: live.update(render.live_view(snap), refresh=True)) if live is not None else None)
+    finally:
+        if live is not None:
+            live.stop()
+    if live is None and result.snapshot is not None:
+        render.show(render.live_view(result.snapshot))
+    for text in result.worker_errors:
+        for line in text.splitlines()[-3:]:
+            render.info(f"worker: {line}")
+    render.info(f"run {run['execution_id']} {result.status}")
+    if result.interrupted:
+        return exitcodes.INTERRUPTED
+    return exitcodes.OK if result.status == "completed" else exitcodes.FAILED
+
+
+def _run_waves(db, v: dict) -> None:
+    import time
+
+    from buildctl import render, resolve, runs
+
+    execution_id = resolve.execution(db, v["execution"])["execution_id"]
+    summary = runs.wave_summary(db, execution_id)
+    if not v["watch"]:
+        render.document(summary, v["as_json"], lambda s: [render.waves_table(s)])
+        return
+    try:
+        if v["as_json"]:
+            last = None
+            while True:
+                if summary != last:
+                    render.print_ndjson(summary)
+                    last = summary
+                if summary["status"] in states.RUN_ENDED:
+                    return
+                time.sleep(v["interval"])
+                summary = runs.wave_summary(db, execution_id)
+        from rich.live import Live
+
+        with Live(render.waves_table(summary), console=render.console(), auto_refresh=False, transient=False) as live:
+            while summary["status"] not in states.RUN_ENDED:
+                time.sleep(v["interval"])
+                summary = runs.wave_summary(db, execution_id)
+                live.update(render.waves_table(summary), refresh=True)
+    except KeyboardInterrupt:
+        return  # Ctrl-C ends watching; that is not an error
+
+
+# --------------------------------------------------------------------------- the declarations
+
+RUN_START = Command(
+    ("run", "start"),
+    help=("Create a run of a task list, plan its waves, and print the execution id. A second run of the same "
+          "list plans only the tasks not completed yet."),
+    short_help="Create a run of a task list (or FILE) and plan its waves; print the execution id.",
+    params=(
+        Param("list_or_file", metavar="LIST_OR_FILE", complete="list",
+              help="Task list id (any unique prefix) or name, or a task-list FILE to import first "
+                   "(an unchanged file already imported reuses its list, so run numbers continue)."),
+        Param("triggered_by", ("--triggered-by",), choices=states.TRIGGERS, default="user",
+              help="Who started the run, recorded on it."),
+        Param("conflict_threshold", ("--conflict-threshold",), type="float", min=0.0, max=1.0, default=0.6,
+              metavar="0..1", help="Two file impacts conflict only when both confidences are at least this."),
+    ),
+    runner=_run_start,
+)
+
+RUN_LIST = Command(
+    ("run", "list"),
+    help="List execution runs, oldest first.",
+    params=(
+        Param("list_ref", ("--list",), metavar="LIST", complete="list",
+              help="Only runs of this task list (id prefix or name)."),
+        Param("status", ("--status",), choices=states.RUN_STATUSES, help="Only runs in this status."),
+        JSON,
+    ),
+    runner=_run_list,
+)
+
+RUN_SHOW = Command(
+    ("run", "show"),
+    help="Show one run: counters, and a line per wave with its tasks' states.",
+    params=(EXEC, JSON),
+    runner=_run_show,
+)
+
+RUN_PAUSE = Command(("run", "pause"), params=(EXEC,), runner=_lifecycle("pause"),
+                    help="Pause a pending or running run: no new task is handed out; running tasks finish.")
+RUN_RESUME = Command(("run", "resume"), params=(EXEC,), runner=_lifecycle("resume"), help="Resume a paused run.")
+RUN_CANCEL = Command(("run", "cancel"), params=(EXEC,), runner=_lifecycle("cancel"),
+                     help="Cancel a run: pending tasks become skipped, running agents are told to stop.")
+
+RUN_EXEC = Command(
+    ("run", "exec"),
+    help=("Run the tasks of a run on this machine with N workers, showing live progress. Exits 0 when the run "
+          "completed, 1 when it failed or was cancelled; Ctrl-C, SIGTERM or SIGHUP cancel the run (running tasks "
+          "are stopped) and exit 130, 143 or 129."),
+    short_help="Run a run's tasks here with N workers and a live view.",
+    params=(
+        EXEC,
+        Param("jobs", ("--jobs", "-j"), type="int", min=1, max=256, default=3, metavar="N",
+              help="Worker processes (agents) to run on this machine; the list's max_parallel_agents still caps "
+                   "how many tasks run at once."),
+        REPO,
+        CHECKPOINTS,
+        CONFIG,
+    ),
+    runner=_run_exec,
+)
+
+WAVES = Command(
+    ("waves",),
+    help="The wave summary of a run: each wave's status, tasks, completed, failed, active agents, progress.",
+    params=(
+        EXEC,
+        JSON,
+        Param("watch", ("--watch", "-w"), type="bool", help="Refresh in place until the run ends (Ctrl-C stops watching)."),
+        duration("interval", ("--interval",), 1.0, "Refresh interval for --watch, e.g. 1s, 500ms.", min=0.01),
+    ),
+    runner=_run_waves,
+)
+
+COMMANDS = (RUN_START, RUN_LIST, RUN_SHOW, RUN_PAUSE, RUN_RESUME, RUN_CANCEL, RUN_EXEC, WAVES)

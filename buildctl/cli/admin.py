@@ -1,0 +1,132 @@
+"""Top-level commands that look after the database: migrate, gc, doctor."""
+
+from __future__ import annotations
+
+from buildctl.cli.grammar import Command, Param
+from buildctl.cli.params import JSON, duration
+
+
+def _run_migrate(location, v: dict) -> None:
+    """Create or upgrade the database; --status and --dry-run change nothing (not even create the file)."""
+    from buildctl import migrations, render, storage
+    from buildctl.errors import NeedsMigration
+
+    if not (v["dry_run"] or v["status"]):
+        with storage.connect(location, create=True, check_schema=False) as db:
+            applied = migrations.apply(db)
+            if v["as_json"]:
+                render.print_json({"database": db.location, "applied": applied})
+            elif applied:
+                render.info(f"applied {len(applied)} migration(s) to {db.location}: {', '.join(applied)}")
+            else:
+                render.info(f"nothing to migrate: {db.location} is up to date")
+        return
+    try:
+        db = storage.connect(location, check_schema=False)
+    except NeedsMigration:
+        db = None  # no database yet: everything is pending
+    try:
+        states = migrations.status(db)
+    finally:
+        if db is not None:
+            db.close()
+    if v["status"]:
+        rows = [{"name": s.name, "state": s.state, "applied_at": s.applied_at, "sha256": s.sha256} for s in states]
+        render.emit(rows, render.MIGRATION_COLUMNS, as_json=v["as_json"])
+        migrations.check_unchanged(states)
+        return
+    migrations.check_unchanged(states)
+    pending = [s for s in states if s.state == "pending"]
+    if v["as_json"]:
+        render.print_json([{"name": s.name, "sql": migrations.file_text(s.name)} for s in pending])
+        return
+    if not pending:
+        render.info("nothing to migrate: the database is up to date")
+    for s in pending:
+        print(f"-- {s.name}\n{migrations.file_text(s.name).rstrip()}\n")
+
+
+def _run_gc(db, v: dict) -> int:
+    from buildctl import exitcodes, render
+    from buildctl import gc as gcmod
+
+    try:
+        with gcmod.gc_lock(db):
+            report = gcmod.collect(db, repo=v["repo"], batch_size=v["batch_size"], dry_run=v["dry_run"],
+                                   keep_heartbeats_s=v["keep_heartbeats"], stale_after_s=v["stale_after"],
+                                   keep_logs_s=v["keep_logs"], keep_checkpoints_s=v["keep_checkpoints"])
+    except gcmod.GcBusy as busy:
+        if not v["quiet"]:
+            render.info(f"another gc is running (pid {busy}); nothing to do")
+        return exitcodes.OK
+    if v["as_json"]:
+        render.print_json(report.as_dict())
+    elif not (v["quiet"] and report.ok):
+        render.show(render.gc_report(report))
+    for step in report.steps:
+        if not step.ok:
+            render.error_line(f"gc step {step.name} failed: {step.error}")
+    return exitcodes.OK if report.ok else exitcodes.FAILED
+
+
+def _run_doctor(db, v: dict) -> int:
+    from buildctl import doctor, exitcodes, render
+
+    checks = doctor.diagnose(db, stale_after_s=v["stale_after"])
+    ok = all(c.ok for c in checks)
+    if v["as_json"]:
+        render.print_json({"ok": ok, "checks": doctor.as_dicts(checks)})
+    else:
+        render.show(render.doctor_report(checks))
+    return exitcodes.OK if ok else exitcodes.FAILED
+
+
+MIGRATE = Command(
+    ("migrate",),
+    help="Create the database, or bring it up to the newest schema (each file in its own transaction).",
+    params=(
+        Param("dry_run", ("--dry-run",), type="bool", help="Print the SQL that would run; change nothing."),
+        Param("status", ("--status",), type="bool",
+              help="List applied and pending migrations with their dates; change nothing."),
+        JSON,
+    ),
+    runner=_run_migrate,
+    database=None,
+)
+
+GC = Command(
+    ("gc",),
+    help=("Clean up for cron: old heartbeats, stale agents, old logs and checkpoints, then optimize. Never touches "
+          "the log or the checkpoints of a pending, running or paused run. Exits non-zero when any step failed."),
+    short_help="Clean up for cron: heartbeats, stale agents, old logs and checkpoints.",
+    params=(
+        duration("keep_heartbeats", ("--keep-heartbeats",), 86400.0,
+                 "Delete heartbeats older than this (90s, 15m, 24h, 30d)."),
+        duration("stale_after", ("--stale-after",), 60.0,
+                 "Mark agents silent for longer than this `stuck` and release their tasks."),
+        duration("keep_logs", ("--keep-logs",), 2592000.0,
+                 "Delete the execution log of runs that ended longer ago than this."),
+        duration("keep_checkpoints", ("--keep-checkpoints",), 604800.0,
+                 "Delete checkpoints (rows and git refs) of ended runs older than this."),
+        Param("repo", ("--repo",), metavar="DIR", complete="path",
+              help="Git repository holding the checkpoint refs (default: the one recorded with each checkpoint)."),
+        Param("batch_size", ("--batch-size",), type="int", min=1, max=1_000_000, default=2000, metavar="N",
+              help="Rows deleted per transaction; a concurrent writer waits at most one batch."),
+        Param("dry_run", ("--dry-run",), type="bool", help="Report what would be done; change nothing."),
+        Param("quiet", ("--quiet", "-q"), type="bool", help="Print nothing when every step succeeded (for cron mail)."),
+        JSON,
+    ),
+    runner=_run_gc,
+)
+
+DOCTOR = Command(
+    ("doctor",),
+    help=("Check the database: integrity, foreign keys, migrations, counters against recounts, assignments held by "
+          "agents that have ended, stale agents. Exits 1 when anything is found, 0 on a healthy database."),
+    short_help="Check the database's invariants; exit 1 on any finding.",
+    params=(duration("stale_after", ("--stale-after",), 60.0, "Report agents silent for longer than this."), JSON),
+    runner=_run_doctor,
+    database="any",
+)
+
+COMMANDS = (MIGRATE, GC, DOCTOR)

@@ -1,0 +1,148 @@
+"""The house rules that code review would otherwise have to remember.
+
+- Rooms import downwards, never in a circle: the import graph of the package (every
+  import, including the ones inside functions) has no cycle.
+- No private import of a dependency (``typer._click`` and the like).
+- Every status list and event type is defined once, in buildctl/states.py, and the
+  schema's CHECK constraints say the same.
+- No command-line option is declared twice.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from buildctl import states
+
+PACKAGE = Path(__file__).resolve().parent.parent / "buildctl"
+SQL = PACKAGE.parent / "sql"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every buildctl module ``path`` imports, anywhere in the file."""
+    tree = ast.parse(path.read_text(), str(path))
+    me = _module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}
+    modules = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+    return {m for m in out if m in modules and m != me}
+
+
+def _graph() -> dict[str, set[str]]:
+    return {_module_name(p): _imports(p) for p in PACKAGE.rglob("*.py")}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = _graph()
+    assert "buildctl.cli.main" in graph and graph["buildctl.agents"]  # the walk sees the package
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_private_import_of_a_dependency():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                if not name.startswith("buildctl") and any(part.startswith("_") and part != "__future__"
+                                                           for part in name.split(".")):
+                    offenders.append(f"{path.name}: {name}")
+    assert offenders == []
+
+
+# --------------------------------------------------------------------------- one definition per list
+
+def _check_lists() -> dict[str, tuple[str, ...]]:
+    """Every `status IN (...)`-style CHECK list of the SQLite migrations, by constraint name."""
+    text = "\n".join(p.read_text() for p in sorted(SQL.glob("[0-9][0-9][0-9]_*.sql")))
+    out = {}
+    for name, body in re.findall(r"CONSTRAINT (\w+) CHECK \(\w+ IN \(([^)]*)\)", text):
+        out[name] = tuple(re.findall(r"'([^']*)'", body))
+    return out
+
+
+@pytest.mark.parametrize("constraint, values", [
+    ("valid_run_status", states.RUN_STATUSES),
+    ("valid_wave_status", states.WAVE_STATUSES),
+    ("valid_assignment_status", states.ASSIGNMENT_STATUSES),
+    ("valid_status", states.AGENT_STATUSES),
+    ("valid_task_list_status", states.LIST_STATUSES),
+    ("valid_task_status", states.TASK_STATUSES),
+    ("valid_event_type", states.EVENT_TYPES),
+])
+def test_the_schema_checks_hold_the_same_lists_as_states(constraint, values):
+    assert _check_lists()[constraint] == values
+
+
+def test_no_option_is_declared_twice():
+    """Each option spelling has one declaration object; commands that share one share the object."""
+    from buildctl.cli import commands
+
+    seen: dict[tuple, object] = {}
+    dupes = []
+    for cmd in commands().values():
+        for p in cmd.params:
+            if p.positional:
+                continue
+            key = (p.flags, p.name, p.type, p.help)
+            if key in seen and seen[key] is not p:
+                dupes.append(f"{cmd.name}: {p.flags[0]}")
+            seen.setdefault(key, p)
+    assert dupes == []
