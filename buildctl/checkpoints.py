@@ -447,16 +447,6 @@ def _log_failure(db: Database, row: dict, message: str, context: dict | None = N
 
 # --------------------------------------------------------------------------- deletion (for gc)
 
-def delete_ref(repo_dir: str | os.PathLike, checkpoint_id: str) -> bool:
-    """Delete ``refs/buildctl/checkpoints/<id>`` in the repository at ``repo_dir``.
-
-    True when a ref was deleted, False when there was none. Raises GitError when
-    ``repo_dir`` is not a git repository or git refuses.
-    """
-    repo = gitrepo.open_repo(repo_dir)
-    return repo.delete_ref(gitrepo.checkpoint_ref(checkpoint_id))
-
-
 def delete_checkpoints(db: Database, checkpoint_ids: list[str], repo_dir: str | os.PathLike | None = None) -> dict:
     """Delete checkpoints: their refs first (in ``repo_dir``, else each one's recorded
     repository), then their rows in one short transaction.

@@ -48,10 +48,6 @@ _CONFLICTING_OP_PAIRS = tuple(
 )
 
 
-def ops_conflict(a: str, b: str) -> bool:
-    return b in CONFLICTS_WITH[a]
-
-
 @dataclass(frozen=True)
 class Impact:
     task: Hashable

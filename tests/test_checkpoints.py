@@ -566,11 +566,12 @@ def test_when_the_database_write_fails_the_ref_is_deleted_again(bc, lanes, repo,
 # --------------------------------------------------------------------------- helpers for gc
 
 def test_delete_ref_and_delete_checkpoints(bc, lanes, repo, genv, db):
-    from buildctl import checkpoints
+    from buildctl import checkpoints, gitrepo
 
     c1, c2, c3 = create(bc, repo), create(bc, repo), create(bc, repo)
-    assert checkpoints.delete_ref(repo, c1) is True
-    assert checkpoints.delete_ref(repo, c1) is False
+    git_repo = gitrepo.open_repo(repo)
+    assert git_repo.delete_ref(gitrepo.checkpoint_ref(c1)) is True
+    assert git_repo.delete_ref(gitrepo.checkpoint_ref(c1)) is False
     result = checkpoints.delete_checkpoints(db, [c1, c2])
     assert result == {"rows": 2, "refs": 1, "deleted_refs": [REF + c2], "ref_errors": []}
     assert git(repo, "for-each-ref", "--format=%(refname)", REF, env=genv).split() == [REF + c3]

@@ -71,3 +71,19 @@ def test_ids_complete_from_the_database_named_with_db_on_the_line(cli, migrated,
     assert ex not in _bash_complete(["buildctl", "waves", ex[:4]], bare)
     # Fixed words complete too.
     assert "task_failed" in _bash_complete(["buildctl", "log", "add", ex, "task_f"], bare)
+
+
+def test_the_command_reference_is_up_to_date(tmp_path):
+    """docs/CLI.md is generated from the Typer app by Typer's own `utils docs` (typer-cli's command)."""
+    typer_cmd = Path(sys.executable).with_name("typer")
+    if not typer_cmd.exists():
+        pytest.skip("needs the `typer` command (installed with typer >= 0.26, or typer-cli)")
+    out = tmp_path / "CLI.md"
+    subprocess.run([str(typer_cmd), "buildctl.cli.typer_app", "utils", "docs", "--name", "buildctl", "--output", str(out)],
+                   check=True, capture_output=True, env={**os.environ, "COLUMNS": "80"})
+    assert out.read_text() == (REPO / "docs" / "CLI.md").read_text(), (
+        "docs/CLI.md is stale: run `typer buildctl.cli.typer_app utils docs --name buildctl --output docs/CLI.md`")
+    from buildctl.cli import commands
+
+    for path in commands():
+        assert f"## `buildctl {' '.join(path)}`" in out.read_text(), path
