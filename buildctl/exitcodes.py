@@ -17,10 +17,18 @@ NEEDS_MIGRATION = 6
 DATABASE = 7
 #: git refused or a checkpoint did not verify.
 GIT = 8
+#: Nothing can be claimed yet (the wave barrier, max_parallel_agents, a retry's backoff, a paused run): try again.
+NOTHING_YET = 9
+#: The run has nothing left for agents: it ended, or every one of its tasks has.
+NOTHING_LEFT = 10
 #: A bug in buildctl (set BUILDCTL_DEBUG=1 for the traceback).
 INTERNAL = 70
-#: Interrupted by Ctrl-C / SIGINT.
+#: Ended by SIGHUP (128 + 1), the shell's convention for a signal.
+HANGUP = 129
+#: Interrupted by Ctrl-C / SIGINT (128 + 2).
 INTERRUPTED = 130
+#: Ended by SIGTERM (128 + 15), as CI runners and systemd stop a job.
+TERMINATED = 143
 
 TABLE = [
     (OK, "success"),
@@ -32,6 +40,10 @@ TABLE = [
     (NEEDS_MIGRATION, "database missing or behind the newest migration: run `buildctl migrate`"),
     (DATABASE, "database unusable: read-only, disk full, locked past the timeout, corrupt"),
     (GIT, "git failed, or a checkpoint did not verify"),
+    (NOTHING_YET, "nothing can be claimed yet (wave barrier, max_parallel_agents, retry backoff, paused run): try again"),
+    (NOTHING_LEFT, "the run has nothing left for agents: it ended, or every task has"),
     (INTERNAL, "internal error (a bug): rerun with BUILDCTL_DEBUG=1 for the traceback"),
-    (INTERRUPTED, "interrupted (Ctrl-C)"),
+    (HANGUP, "run exec ended by SIGHUP (the run is cancelled, its workers stopped)"),
+    (INTERRUPTED, "interrupted (Ctrl-C); run exec cancels the run and stops its workers"),
+    (TERMINATED, "run exec ended by SIGTERM (the run is cancelled, its workers stopped)"),
 ]
