@@ -509,3 +509,178 @@ def restore_changes(result: dict):
     rows = [{"change": c["change"], "path": c["path"],
              "mode": c["mode_checkpoint"] if c["change"] != "removed" else c["mode_now"]} for c in result["changes"]]
     return build_table(rows, [Column("change", "change"), Column("path", "path"), Column("mode", "mode")])
+
+
+# --------------------------------------------------------------------------- run timeline (issue 13)
+
+#: One character per attempt outcome, so the chart reads without colour too (NO_COLOR, a pipe).
+OUTCOME_MARKS = {"completed": ("█", "green"), "failed": ("▓", "red"), "released": ("▒", "magenta"),
+                 "running": ("░", "bold blue"), "unknown": ("▒", "dim")}
+BARRIER_MARK = "│"
+CRITICAL_MARK = "*"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(0, width - 1)] + "…"
+
+
+class _Gantt:
+    """The bars of `run timeline`, drawn at whatever width the console has when it prints
+    (so a live view re-scales with the terminal): one line per task (under its wave's
+    header) or per agent, one segment per attempt, wave barriers in the empty cells."""
+
+    def __init__(self, data: dict):
+        self.data = data
+
+    def _columns(self, width: int) -> tuple[int, int, int, int, int]:
+        rows = self.data["rows"]
+        by_task = self.data["by"] == "task"
+        labels = [(r["task"] if by_task else (r["agent"] or "(no agent)")) for r in rows]
+        label_w = min(max([len(x) for x in labels] + [4]), 16)
+        status_w = max([len(r["status"] or "") for r in rows] + [1])
+        count_w = max(len(f"×{r['attempts']}") for r in rows) if any(r["attempts"] > 1 for r in rows) else 0
+        dur_w = max([len(_human(r["busy_s"] if not by_task else r["duration_s"] or 0)) for r in rows] + [2])
+        fixed = 2 + label_w + 1 + status_w + 1 + 1 + (count_w + 1 if count_w else 0) + dur_w
+        return label_w, status_w, count_w, dur_w, max(10, width - fixed)
+
+    def _bar(self, segments: list[dict], cells: int, scale: float, barriers: list[int], by_task: bool):
+        from rich.text import Text
+
+        chars = [(" ", "")] * cells
+        for b in barriers:
+            chars[b] = (BARRIER_MARK, "dim")
+        for seg in sorted(segments, key=lambda s: (s["offset_s"], s["duration_s"])):
+            first = min(cells - 1, int(seg["offset_s"] * scale))
+            last = max(first + 1, min(cells, -int(-(seg["offset_s"] + seg["duration_s"]) * scale // 1)))
+            mark, style = OUTCOME_MARKS.get(seg["outcome"], OUTCOME_MARKS["unknown"])
+            if seg["critical"]:
+                style += " underline"
+            label = "" if by_task else seg["task"]
+            span = last - first
+            for i in range(first, last):
+                k = i - first
+                # An agent's bar names each task it ran when the segment is wide enough.
+                ch = label[k - 1] if label and span >= len(label) + 2 and 1 <= k <= len(label) else mark
+                chars[i] = (ch, style + (" reverse" if ch != mark else ""))
+        text = Text()
+        for ch, style in chars:
+            text.append(ch, style=style)
+        return text
+
+    def __rich_console__(self, console, options):
+        from rich.text import Text
+
+        data = self.data
+        wall = data["summary"]["wall_s"]
+        if not data["started_at"]:
+            yield Text("no attempt has started yet", style="dim")
+            return
+        by_task = data["by"] == "task"
+        label_w, status_w, count_w, dur_w, cells = self._columns(options.max_width)
+        scale = cells / wall if wall > 0 else 0.0
+        barriers = []
+        waves = data["waves"]
+        for w, nxt in zip(waves, waves[1:]):
+            if w["ended_at"] and nxt["started_at"]:
+                barriers.append(min(cells - 1, int((w["offset_s"] + w["duration_s"]) * scale)))
+        prefix = 2 + label_w + 1 + status_w + 1
+
+        def line(mark: str, label: str, status: str | None, bar, count: str, seconds: float | None):
+            text = Text()
+            text.append(f"{mark} ", style="bold")
+            text.append(f"{_clip(label, label_w):<{label_w}} ", style="bold" if mark.strip() else "")
+            text.append(f"{status or '':<{status_w}} ", style=STATUS_STYLES.get(status or "", ""))
+            text.append_text(bar)
+            if count_w:
+                text.append(f" {count:>{count_w}}")
+            text.append(f" {_human(seconds) if seconds is not None else '':>{dur_w}}")
+            return text
+
+        current_wave = None
+        for r in data["rows"]:
+            if by_task and r["wave_number"] != current_wave:
+                current_wave = r["wave_number"]
+                yield self._wave_header(next(w for w in waves if w["wave_number"] == current_wave))
+            label = r["task"] if by_task else (r["agent"] or "(no agent)")
+            mark = CRITICAL_MARK if by_task and r["critical"] else " "
+            yield line(mark, label, r["status"], self._bar(r["segments"], cells, scale, barriers, by_task),
+                       f"×{r['attempts']}" if r["attempts"] > 1 else "", r["duration_s"] if by_task else r["busy_s"])
+        axis = Text(" " * prefix, style="dim")
+        end = _human(wall)
+        axis.append("0s" + " " * max(1, cells - 2 - len(end)) + end, style="dim")
+        yield axis
+
+    @staticmethod
+    def _wave_header(w: dict):
+        from rich.text import Text
+
+        text = Text()
+        text.append(f"wave {w['wave_number']}", style="bold")
+        text.append(" ")
+        text.append(w["status"], style=STATUS_STYLES.get(w["status"], ""))
+        if w["duration_s"] is not None:
+            text.append(f" · {_human(w['duration_s'])}")
+        if w["barrier_idle_s"]:
+            text.append(f" · idle at its barrier {_human(w['barrier_idle_s'])} agent-time")
+        if w["skipped"]:
+            text.append(f" · skipped: {' '.join(w['skipped'])}", style=STATUS_STYLES["skipped"])
+        return text
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _percent(fraction: float | None) -> str:
+    return "n/a" if fraction is None else f"{fraction * 100:.0f}%"
+
+
+def timeline_view(data: dict):
+    """`buildctl run timeline`: the Gantt chart, its legend, then the figures and the critical path."""
+    from rich.console import Group
+    from rich.text import Text
+
+    s = data["summary"]
+    title = Text()
+    title.append(data["execution_id"], style="bold")
+    title.append(f" · {data['task_list_name']} #{data['run_number']} · ")
+    title.append(data["status"], style=STATUS_STYLES.get(data["status"], ""))
+    title.append(f" · by {data['by']}")
+    legend = Text(style="dim")
+    for outcome in ("completed", "failed", "released", "running"):
+        mark, style = OUTCOME_MARKS[outcome]
+        legend.append(mark, style=style)
+        legend.append(f" {outcome}  ")
+    legend.append(f"{BARRIER_MARK} wave barrier")
+    if data["by"] == "task":
+        legend.append(f"  {CRITICAL_MARK} critical path")
+
+    idle_by_wave = ", ".join(f"wave {w['wave_number']} {_human(w['barrier_idle_s'])}"
+                             for w in data["waves"] if w["barrier_idle_s"])
+    path = data["critical_path"]
+    pairs = [
+        ("time (UTC)", f"{short_time(data['started_at'])} → {short_time(data['ended_at'])}"
+         if data["started_at"] else "not started"),
+        ("wall time", _human(s["wall_s"]) + (" (still running)" if data["status"] in ("pending", "running", "paused")
+                                            else "")),
+        ("task time", f"{_human(s['task_time_s'])} in {_count(s['attempts'], 'attempt')} of "
+                      f"{_count(s['tasks_run'], 'task')}"
+         + (f"; {_count(s['retries'], 'retry', 'retries')} took {_human(s['retry_time_s'])}" if s["retries"] else "")),
+        ("efficiency", f"{_percent(s['efficiency'])} of wall × {_count(s['capacity'], 'agent')} (max_parallel_agents); "
+                       f"{s['agents_used']} ran tasks"),
+        ("barrier idle", f"{_human(s['barrier_idle_s'])} agent-time" + (f" ({idle_by_wave})" if idle_by_wave else "")),
+        ("critical path", (" → ".join(p["task"] for p in path) + f" ({_percent(s['critical_share'])} of wall)")
+         if path else "none yet"),
+    ]
+    parts = [title, _Gantt(data), legend, Text(), key_values(pairs)]
+    if path:
+        parts.append(build_table(path, [
+            Column("task", "critical task", no_wrap=True),
+            Column("via", "after", fmt=lambda r: r["via"] or "start"),
+            Column("wave_number", "wave", justify="right"),
+            Column("duration_s", "duration", justify="right", fmt=lambda r: _human(r["duration_s"])),
+            Column("share", "share", justify="right", fmt=lambda r: _percent(r["share"])),
+            Column("wait_s", "waited", justify="right", fmt=lambda r: _human(r["wait_s"]) if r["wait_s"] else ""),
+            Column("title", "title", max_width=30),
+        ]))
+    return Group(*parts)
