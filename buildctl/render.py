@@ -518,6 +518,8 @@ OUTCOME_MARKS = {"completed": ("█", "green"), "failed": ("▓", "red"), "relea
                  "running": ("░", "bold blue"), "unknown": ("▒", "dim")}
 BARRIER_MARK = "│"
 CRITICAL_MARK = "*"
+#: The critical path's table lists at most this many tasks (its longest).
+CRITICAL_ROWS = 15
 
 
 def _clip(text: str, width: int) -> str:
@@ -563,8 +565,15 @@ class _Gantt:
                 ch = label[k - 1] if label and span >= len(label) + 2 and 1 <= k <= len(label) else mark
                 chars[i] = (ch, style + (" reverse" if ch != mark else ""))
         text = Text()
-        for ch, style in chars:
-            text.append(ch, style=style)
+        run_chars, run_style = [], None
+        for ch, style in chars:  # one append per run of a style: a row of cells costs a few calls, not one each
+            if style != run_style and run_chars:
+                text.append("".join(run_chars), style=run_style)
+                run_chars = []
+            run_chars.append(ch)
+            run_style = style
+        if run_chars:
+            text.append("".join(run_chars), style=run_style)
         return text
 
     def __rich_console__(self, console, options):
@@ -627,11 +636,13 @@ class _Gantt:
         return text
 
 
-def _count(n: int, one: str, many: str | None = None) -> str:
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """'1 attempt', '3 attempts', '2 retries'."""
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
-def _percent(fraction: float | None) -> str:
+def percent(fraction: float | None) -> str:
+    """0.734 -> '73%'; None (no wall time yet) -> 'n/a'."""
     return "n/a" if fraction is None else f"{fraction * 100:.0f}%"
 
 
@@ -663,24 +674,34 @@ def timeline_view(data: dict):
          if data["started_at"] else "not started"),
         ("wall time", _human(s["wall_s"]) + (" (still running)" if data["status"] in ("pending", "running", "paused")
                                             else "")),
-        ("task time", f"{_human(s['task_time_s'])} in {_count(s['attempts'], 'attempt')} of "
-                      f"{_count(s['tasks_run'], 'task')}"
-         + (f"; {_count(s['retries'], 'retry', 'retries')} took {_human(s['retry_time_s'])}" if s["retries"] else "")),
-        ("efficiency", f"{_percent(s['efficiency'])} of wall × {_count(s['capacity'], 'agent')} (max_parallel_agents); "
+        ("task time", f"{_human(s['task_time_s'])} in {plural(s['attempts'], 'attempt')} of "
+                      f"{plural(s['tasks_run'], 'task')}"
+         + (f"; {plural(s['retries'], 'retry', 'retries')} took {_human(s['retry_time_s'])}" if s["retries"] else "")),
+        ("efficiency", f"{percent(s['efficiency'])} of wall × {plural(s['capacity'], 'agent')} (max_parallel_agents); "
                        f"{s['agents_used']} ran tasks"),
         ("barrier idle", f"{_human(s['barrier_idle_s'])} agent-time" + (f" ({idle_by_wave})" if idle_by_wave else "")),
-        ("critical path", (" → ".join(p["task"] for p in path) + f" ({_percent(s['critical_share'])} of wall)")
-         if path else "none yet"),
+        ("critical path", (_chain([p["task"] for p in path]) + f" ({plural(len(path), 'task')}, "
+                           f"{percent(s['critical_share'])} of wall)") if path else "none yet"),
     ]
     parts = [title, _Gantt(data), legend, Text(), key_values(pairs)]
     if path:
-        parts.append(build_table(path, [
+        # A long path (a wide wave queued on few agents) lists its longest tasks; --json has them all.
+        longest = set(sorted(range(len(path)), key=lambda i: -path[i]["duration_s"])[:CRITICAL_ROWS])
+        shown = [p for i, p in enumerate(path) if i in longest]
+        parts.append(build_table(shown, [
             Column("task", "critical task", no_wrap=True),
             Column("via", "after", fmt=lambda r: r["via"] or "start"),
             Column("wave_number", "wave", justify="right"),
             Column("duration_s", "duration", justify="right", fmt=lambda r: _human(r["duration_s"])),
-            Column("share", "share", justify="right", fmt=lambda r: _percent(r["share"])),
+            Column("share", "share", justify="right", fmt=lambda r: percent(r["share"])),
             Column("wait_s", "waited", justify="right", fmt=lambda r: _human(r["wait_s"]) if r["wait_s"] else ""),
             Column("title", "title", max_width=30),
-        ]))
+        ], title=None if len(shown) == len(path) else f"the {len(shown)} longest of the path's {len(path)} tasks"))
     return Group(*parts)
+
+
+def _chain(ids: list[str], keep: int = 4) -> str:
+    """'T-001 → T-003 → T-005'; a long chain keeps its ends: 'T-001 → T-002 → … → T-099 → T-100'."""
+    if len(ids) > 2 * keep:
+        ids = ids[:keep // 2] + ["…"] + ids[-(keep // 2):]
+    return " → ".join(ids)

@@ -17,6 +17,7 @@ import hashlib
 from html import escape
 
 from buildctl import durations, execlog, states, timeline
+from buildctl.render import percent, plural, short_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,11 +91,7 @@ def _human(seconds) -> str:
 
 
 def _time(ts) -> str:
-    return "" if not ts else _e(str(ts)[:19])
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{value * 100:.0f}%"
+    return _e(short_time(ts))
 
 
 _CSS = """
@@ -271,6 +268,8 @@ def _sparkline(points: list[dict]) -> str:
 
     mem, mem_max = line("memory_usage_mb")
     cpu, cpu_max = line("cpu_percent")
+    if not mem and not cpu:
+        return f'<span class="empty">no memory or CPU samples in {plural(len(points), "heartbeat")}</span>'
     parts = [f'<svg class="spark" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
              f'aria-label="memory and CPU over time">', f'<rect class="band" x="0" y="0" width="{w}" height="{h}"/>']
     if mem:
@@ -283,8 +282,8 @@ def _sparkline(points: list[dict]) -> str:
         caption.append(f'<span style="color:#1565c0">memory ≤ {mem_max:g} MB</span>')
     if cpu_max is not None:
         caption.append(f'<span style="color:#ef6c00">CPU ≤ {cpu_max:g}%</span>')
-    return "".join(parts) + "<div>" + (" · ".join(caption) or '<span class="empty">no samples</span>') + \
-        f" · {len(points)} heartbeat{'' if len(points) == 1 else 's'} over {_human(span)}</div>"
+    return "".join(parts) + "<div>" + " · ".join(caption) + f" · {plural(len(points), 'heartbeat')} over " \
+        f"{_human(span)}</div>"
 
 
 def _table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), empty: str = "none") -> str:
@@ -314,12 +313,13 @@ def html(data: dict) -> str:
         ("task list", f"{_e(data['task_list_name'])} <code>{_e(data['task_list_id'])}</code>"),
         ("time (UTC)", f"{_time(data['started_at'])} → {_time(data['ended_at'])}" if data["started_at"] else "not started"),
         ("wall time", _e(_human(s["wall_s"]))),
-        ("task time", _e(f"{_human(s['task_time_s'])} in {s['attempts']} attempts of {s['tasks_run']} tasks"
+        ("task time", _e(f"{_human(s['task_time_s'])} in {plural(s['attempts'], 'attempt')} of "
+                         f"{plural(s['tasks_run'], 'task')}"
                          + (f"; retries took {_human(s['retry_time_s'])}" if s["retries"] else ""))),
-        ("parallel efficiency", _e(f"{_pct(s['efficiency'])} — task time ÷ (wall time × {s['capacity']} agents, the "
+        ("parallel efficiency", _e(f"{percent(s['efficiency'])} — task time ÷ (wall time × {s['capacity']} agents, the "
                                    f"list's max_parallel_agents); {s['agents_used']} agents ran tasks")),
         ("idle at barriers", _e(f"{_human(s['barrier_idle_s'])} agent-time")),
-        ("critical path", _e(f"{path} ({_pct(s['critical_share'])} of the wall time)") if path else "none yet"),
+        ("critical path", _e(f"{path} ({percent(s['critical_share'])} of the wall time)") if path else "none yet"),
     ]
     if data["unreadable_events"]:
         figures.append(("unreadable log rows", _e(data["unreadable_events"])))
