@@ -651,6 +651,8 @@ def timeline_view(data: dict):
     from rich.console import Group
     from rich.text import Text
 
+    from buildctl.states import RUN_ACTIVE
+
     s = data["summary"]
     title = Text()
     title.append(data["execution_id"], style="bold")
@@ -669,21 +671,23 @@ def timeline_view(data: dict):
     idle_by_wave = ", ".join(f"wave {w['wave_number']} {_human(w['barrier_idle_s'])}"
                              for w in data["waves"] if w["barrier_idle_s"])
     path = data["critical_path"]
-    pairs = [
-        ("time (UTC)", f"{short_time(data['started_at'])} → {short_time(data['ended_at'])}"
-         if data["started_at"] else "not started"),
-        ("wall time", _human(s["wall_s"]) + (" (still running)" if data["status"] in ("pending", "running", "paused")
-                                            else "")),
-        ("task time", f"{_human(s['task_time_s'])} in {plural(s['attempts'], 'attempt')} of "
-                      f"{plural(s['tasks_run'], 'task')}"
-         + (f"; {plural(s['retries'], 'retry', 'retries')} took {_human(s['retry_time_s'])}" if s["retries"] else "")),
-        ("efficiency", f"{percent(s['efficiency'])} of wall × {plural(s['capacity'], 'agent')} (max_parallel_agents); "
-                       f"{s['agents_used']} ran tasks"),
-        ("barrier idle", f"{_human(s['barrier_idle_s'])} agent-time" + (f" ({idle_by_wave})" if idle_by_wave else "")),
-        ("critical path", (_chain([p["task"] for p in path]) + f" ({plural(len(path), 'task')}, "
-                           f"{percent(s['critical_share'])} of wall)") if path else "none yet"),
-    ]
-    parts = [title, _Gantt(data), legend, Text(), key_values(pairs)]
+    if not data["started_at"]:
+        pairs = [("tasks", f"{plural(s['tasks'], 'task')} in {plural(s['waves'], 'wave')}; none has started")]
+    else:
+        pairs = [
+            ("time (UTC)", f"{short_time(data['started_at'])} → {short_time(data['ended_at'])}"),
+            ("wall time", _human(s["wall_s"]) + (f" (the run is {data['status']})"
+                                                 if data["status"] in RUN_ACTIVE else "")),
+            ("task time", f"{_human(s['task_time_s'])} in {plural(s['attempts'], 'attempt')} of "
+                          f"{plural(s['tasks_run'], 'task')}"
+             + (f"; {plural(s['retries'], 'retry', 'retries')} took {_human(s['retry_time_s'])}" if s["retries"] else "")),
+            ("efficiency", f"{percent(s['efficiency'])} of wall × {plural(s['capacity'], 'agent')} "
+                           f"(max_parallel_agents); {s['agents_used']} ran tasks"),
+            ("barrier idle", f"{_human(s['barrier_idle_s'])} agent-time" + (f" ({idle_by_wave})" if idle_by_wave else "")),
+            ("critical path", _chain([p["task"] for p in path]) + f" ({plural(len(path), 'task')}, "
+                              f"{percent(s['critical_share'])} of wall)"),
+        ]
+    parts = [title, _Gantt(data)] + ([legend] if data["started_at"] else []) + [Text(), key_values(pairs)]
     if path:
         # A long path (a wide wave queued on few agents) lists its longest tasks; --json has them all.
         longest = set(sorted(range(len(path)), key=lambda i: -path[i]["duration_s"])[:CRITICAL_ROWS])

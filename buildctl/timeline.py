@@ -413,9 +413,9 @@ def build_both(db: Database, execution_id: str) -> dict:
         })
     agent_rows = _agent_rows(raw["agents"], everything, segment)
 
-    task_time = sum((a.end - a.start).total_seconds() for a in everything)
-    retry_time = sum((a.end - a.start).total_seconds() for a in everything if a.outcome != "completed"
-                     and a.outcome != "running")
+    task_time = sum(((a.end - a.start).total_seconds() for a in everything), 0.0)
+    retry_time = sum(((a.end - a.start).total_seconds() for a in everything if a.outcome not in ("completed", "running")),
+                     0.0)
     path_rows = []
     previous_end = start
     for tid, via in path:
@@ -428,7 +428,7 @@ def build_both(db: Database, execution_id: str) -> dict:
             "wait_s": _s(s - previous_end),
         })
         previous_end = e
-    path_s = sum(p["duration_s"] for p in path_rows)
+    path_s = sum((p["duration_s"] for p in path_rows), 0.0)
     summary = {
         "wall_s": wall,
         "task_time_s": round(task_time, 3),
