@@ -8,6 +8,7 @@ this module stays cheap.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -553,7 +554,8 @@ class _Gantt:
             chars[b] = (BARRIER_MARK, "dim")
         for seg in sorted(segments, key=lambda s: (s["offset_s"], s["duration_s"])):
             first = min(cells - 1, int(seg["offset_s"] * scale))
-            last = max(first + 1, min(cells, -int(-(seg["offset_s"] + seg["duration_s"]) * scale // 1)))
+            # Every attempt gets at least its first cell, however short.
+            last = max(first + 1, min(cells, math.ceil((seg["offset_s"] + seg["duration_s"]) * scale)))
             mark, style = OUTCOME_MARKS.get(seg["outcome"], OUTCOME_MARKS["unknown"])
             if seg["critical"]:
                 style += " underline"

@@ -178,7 +178,7 @@ def _csp() -> str:
 def _tip(seg: dict) -> str:
     lines = [f"{seg['task']} · attempt {seg['attempt']} · {seg['outcome']}",
              f"agent {seg['agent'] or '(none)'}",
-             f"{str(seg['started_at'])[:19]} → {str(seg['ended_at'])[:19]} UTC ({_human(seg['duration_s'])})"]
+             f"{short_time(seg['started_at'])} → {short_time(seg['ended_at'])} UTC ({_human(seg['duration_s'])})"]
     if seg["exit_code"] is not None:
         lines.append(f"exit code {seg['exit_code']}")
     if seg["error"]:
@@ -241,7 +241,7 @@ def _timeline_svg(data: dict) -> str:
             grid.append(f'<line class="barrier" x1="{bx}" x2="{bx}" y1="{top}" y2="{bottom}">'
                         f'<title>wave {_e(w["wave_number"])} barrier</title></line>')
     height = bottom + 8
-    return (f'<svg id="timeline" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+    return (f'<svg id="timeline" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
             f'aria-label="Timeline of the run">' + "".join(grid) + "".join(body) + "</svg>")
 
 
