@@ -8,6 +8,7 @@ this module stays cheap.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -524,3 +525,204 @@ def restore_changes(result: dict):
     rows = [{"change": c["change"], "path": c["path"],
              "mode": c["mode_checkpoint"] if c["change"] != "removed" else c["mode_now"]} for c in result["changes"]]
     return build_table(rows, [Column("change", "change"), Column("path", "path"), Column("mode", "mode")])
+
+
+# --------------------------------------------------------------------------- run timeline (issue 13)
+
+#: One character per attempt outcome, so the chart reads without colour too (NO_COLOR, a pipe).
+OUTCOME_MARKS = {"completed": ("█", "green"), "failed": ("▓", "red"), "released": ("▒", "magenta"),
+                 "running": ("░", "bold blue"), "unknown": ("▒", "dim")}
+BARRIER_MARK = "│"
+CRITICAL_MARK = "*"
+#: The critical path's table lists at most this many tasks (its longest).
+CRITICAL_ROWS = 15
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(0, width - 1)] + "…"
+
+
+class _Gantt:
+    """The bars of `run timeline`, drawn at whatever width the console has when it prints
+    (so a live view re-scales with the terminal): one line per task (under its wave's
+    header) or per agent, one segment per attempt, wave barriers in the empty cells."""
+
+    def __init__(self, data: dict):
+        self.data = data
+
+    def _columns(self, width: int) -> tuple[int, int, int, int, int]:
+        rows = self.data["rows"]
+        by_task = self.data["by"] == "task"
+        labels = [(r["task"] if by_task else (r["agent"] or "(no agent)")) for r in rows]
+        label_w = min(max([len(x) for x in labels] + [4]), 16)
+        status_w = max([len(r["status"] or "") for r in rows] + [1])
+        count_w = max(len(f"×{r['attempts']}") for r in rows) if any(r["attempts"] > 1 for r in rows) else 0
+        dur_w = max([len(_human(r["busy_s"] if not by_task else r["duration_s"] or 0)) for r in rows] + [2])
+        fixed = 2 + label_w + 1 + status_w + 1 + 1 + (count_w + 1 if count_w else 0) + dur_w
+        return label_w, status_w, count_w, dur_w, max(10, width - fixed)
+
+    def _bar(self, segments: list[dict], cells: int, scale: float, barriers: list[int], by_task: bool):
+        from rich.text import Text
+
+        chars = [(" ", "")] * cells
+        for b in barriers:
+            chars[b] = (BARRIER_MARK, "dim")
+        for seg in sorted(segments, key=lambda s: (s["offset_s"], s["duration_s"])):
+            first = min(cells - 1, int(seg["offset_s"] * scale))
+            # Every attempt gets at least its first cell, however short.
+            last = max(first + 1, min(cells, math.ceil((seg["offset_s"] + seg["duration_s"]) * scale)))
+            mark, style = OUTCOME_MARKS.get(seg["outcome"], OUTCOME_MARKS["unknown"])
+            if seg["critical"]:
+                style += " underline"
+            label = "" if by_task else seg["task"]
+            span = last - first
+            for i in range(first, last):
+                k = i - first
+                # An agent's bar names each task it ran when the segment is wide enough.
+                ch = label[k - 1] if label and span >= len(label) + 2 and 1 <= k <= len(label) else mark
+                chars[i] = (ch, style + (" reverse" if ch != mark else ""))
+        text = Text()
+        run_chars, run_style = [], None
+        for ch, style in chars:  # one append per run of a style: a row of cells costs a few calls, not one each
+            if style != run_style and run_chars:
+                text.append("".join(run_chars), style=run_style)
+                run_chars = []
+            run_chars.append(ch)
+            run_style = style
+        if run_chars:
+            text.append("".join(run_chars), style=run_style)
+        return text
+
+    def __rich_console__(self, console, options):
+        from rich.text import Text
+
+        data = self.data
+        wall = data["summary"]["wall_s"]
+        if not data["started_at"]:
+            yield Text("no attempt has started yet", style="dim")
+            return
+        by_task = data["by"] == "task"
+        label_w, status_w, count_w, dur_w, cells = self._columns(options.max_width)
+        scale = cells / wall if wall > 0 else 0.0
+        barriers = []
+        waves = data["waves"]
+        for w, nxt in zip(waves, waves[1:]):
+            if w["ended_at"] and nxt["started_at"]:
+                barriers.append(min(cells - 1, int((w["offset_s"] + w["duration_s"]) * scale)))
+        prefix = 2 + label_w + 1 + status_w + 1
+
+        def line(mark: str, label: str, status: str | None, bar, count: str, seconds: float | None):
+            text = Text()
+            text.append(f"{mark} ", style="bold")
+            text.append(f"{_clip(label, label_w):<{label_w}} ", style="bold" if mark.strip() else "")
+            text.append(f"{status or '':<{status_w}} ", style=STATUS_STYLES.get(status or "", ""))
+            text.append_text(bar)
+            if count_w:
+                text.append(f" {count:>{count_w}}")
+            text.append(f" {_human(seconds) if seconds is not None else '':>{dur_w}}")
+            return text
+
+        current_wave = None
+        for r in data["rows"]:
+            if by_task and r["wave_number"] != current_wave:
+                current_wave = r["wave_number"]
+                yield self._wave_header(next(w for w in waves if w["wave_number"] == current_wave))
+            label = r["task"] if by_task else (r["agent"] or "(no agent)")
+            mark = CRITICAL_MARK if by_task and r["critical"] else " "
+            yield line(mark, label, r["status"], self._bar(r["segments"], cells, scale, barriers, by_task),
+                       f"×{r['attempts']}" if r["attempts"] > 1 else "", r["duration_s"] if by_task else r["busy_s"])
+        axis = Text(" " * prefix, style="dim")
+        end = _human(wall)
+        axis.append("0s" + " " * max(1, cells - 2 - len(end)) + end, style="dim")
+        yield axis
+
+    @staticmethod
+    def _wave_header(w: dict):
+        from rich.text import Text
+
+        text = Text()
+        text.append(f"wave {w['wave_number']}", style="bold")
+        text.append(" ")
+        text.append(w["status"], style=STATUS_STYLES.get(w["status"], ""))
+        if w["duration_s"] is not None:
+            text.append(f" · {_human(w['duration_s'])}")
+        if w["barrier_idle_s"]:
+            text.append(f" · idle at its barrier {_human(w['barrier_idle_s'])} agent-time")
+        if w["skipped"]:
+            text.append(f" · skipped: {' '.join(w['skipped'])}", style=STATUS_STYLES["skipped"])
+        return text
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """'1 attempt', '3 attempts', '2 retries'."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def percent(fraction: float | None) -> str:
+    """0.734 -> '73%'; None (no wall time yet) -> 'n/a'."""
+    return "n/a" if fraction is None else f"{fraction * 100:.0f}%"
+
+
+def timeline_view(data: dict):
+    """`buildctl run timeline`: the Gantt chart, its legend, then the figures and the critical path."""
+    from rich.console import Group
+    from rich.text import Text
+
+    from buildctl.states import RUN_ACTIVE
+
+    s = data["summary"]
+    title = Text()
+    title.append(data["execution_id"], style="bold")
+    title.append(f" · {data['task_list_name']} #{data['run_number']} · ")
+    title.append(data["status"], style=STATUS_STYLES.get(data["status"], ""))
+    title.append(f" · by {data['by']}")
+    legend = Text(style="dim")
+    for outcome in ("completed", "failed", "released", "running"):
+        mark, style = OUTCOME_MARKS[outcome]
+        legend.append(mark, style=style)
+        legend.append(f" {outcome}  ")
+    legend.append(f"{BARRIER_MARK} wave barrier")
+    if data["by"] == "task":
+        legend.append(f"  {CRITICAL_MARK} critical path")
+
+    idle_by_wave = ", ".join(f"wave {w['wave_number']} {_human(w['barrier_idle_s'])}"
+                             for w in data["waves"] if w["barrier_idle_s"])
+    path = data["critical_path"]
+    if not data["started_at"]:
+        pairs = [("tasks", f"{plural(s['tasks'], 'task')} in {plural(s['waves'], 'wave')}; none has started")]
+    else:
+        pairs = [
+            ("time (UTC)", f"{short_time(data['started_at'])} → {short_time(data['ended_at'])}"),
+            ("wall time", _human(s["wall_s"]) + (f" (the run is {data['status']})"
+                                                 if data["status"] in RUN_ACTIVE else "")),
+            ("task time", f"{_human(s['task_time_s'])} in {plural(s['attempts'], 'attempt')} of "
+                          f"{plural(s['tasks_run'], 'task')}"
+             + (f"; {plural(s['retries'], 'retry', 'retries')} took {_human(s['retry_time_s'])}" if s["retries"] else "")),
+            ("efficiency", f"{percent(s['efficiency'])} of wall × {plural(s['capacity'], 'agent')} "
+                           f"(max_parallel_agents); {s['agents_used']} ran tasks"),
+            ("barrier idle", f"{_human(s['barrier_idle_s'])} agent-time" + (f" ({idle_by_wave})" if idle_by_wave else "")),
+            ("critical path", _chain([p["task"] for p in path]) + f" ({plural(len(path), 'task')}, "
+                              f"{percent(s['critical_share'])} of wall)"),
+        ]
+    parts = [title, _Gantt(data)] + ([legend] if data["started_at"] else []) + [Text(), key_values(pairs)]
+    if path:
+        # A long path (a wide wave queued on few agents) lists its longest tasks; --json has them all.
+        longest = set(sorted(range(len(path)), key=lambda i: -path[i]["duration_s"])[:CRITICAL_ROWS])
+        shown = [p for i, p in enumerate(path) if i in longest]
+        parts.append(build_table(shown, [
+            Column("task", "critical task", no_wrap=True),
+            Column("via", "after", fmt=lambda r: r["via"] or "start"),
+            Column("wave_number", "wave", justify="right"),
+            Column("duration_s", "duration", justify="right", fmt=lambda r: _human(r["duration_s"])),
+            Column("share", "share", justify="right", fmt=lambda r: percent(r["share"])),
+            Column("wait_s", "waited", justify="right", fmt=lambda r: _human(r["wait_s"]) if r["wait_s"] else ""),
+            Column("title", "title", max_width=30),
+        ], title=None if len(shown) == len(path) else f"the {len(shown)} longest of the path's {len(path)} tasks"))
+    return Group(*parts)
+
+
+def _chain(ids: list[str], keep: int = 4) -> str:
+    """'T-001 → T-003 → T-005'; a long chain keeps its ends: 'T-001 → T-002 → … → T-099 → T-100'."""
+    if len(ids) > 2 * keep:
+        ids = ids[:keep // 2] + ["…"] + ids[-(keep // 2):]
+    return " → ".join(ids)

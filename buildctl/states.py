@@ -52,6 +52,8 @@ EVENT_TYPES = (
     "error", "warning", "info",
 )
 ERROR_EVENT_TYPES = ("task_failed", "error")
+#: The events that mark an attempt's start and end (and a task skipped): what a timeline is drawn from.
+TASK_EVENT_TYPES = ("task_started", "task_completed", "task_failed", "task_skipped")
 
 
 def sql_list(values: tuple) -> str:
