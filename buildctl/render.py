@@ -170,12 +170,19 @@ def progress_bar(done: int, total: int, width: int = 20, failed: int = 0):
 class Column:
     key: str
     header: str
-    #: "status" colors the cell by STATUS_STYLES; "time" shortens a timestamp.
+    #: "text" folds to fit; "status" (colored by STATUS_STYLES), "time" (a shortened
+    #: timestamp), "id" and "number" are never broken across lines.
     kind: str = "text"
     justify: str = "left"
     fmt: Callable[[dict], Any] | None = None
     max_width: int | None = None
-    no_wrap: bool = False
+    #: When the table is wider than the terminal, columns with a ``drop`` rank are left
+    #: out, lowest rank first, until it fits (as `gh` does); None: always shown.
+    drop: int | None = None
+
+    @property
+    def whole(self) -> bool:
+        return self.kind != "text"
 
 
 def cell(col: Column, row: dict):
@@ -191,15 +198,68 @@ def cell(col: Column, row: dict):
     return str(value)
 
 
-def build_table(rows: Iterable[dict], columns: list[Column], title: str | None = None):
+#: A text column folds, but a word up to this long (a name, `T-001:completed`) is never
+#: broken; a text column is never narrower than its header or MIN_TEXT_WIDTH.
+WHOLE_WORD = 20
+MIN_TEXT_WIDTH = 8
+
+
+def _lines(value) -> list[str]:
+    return (value.plain if hasattr(value, "plain") else str(value)).split("\n")
+
+
+def _width(value) -> int:
+    from rich.cells import cell_len
+
+    return max((cell_len(line) for line in _lines(value)), default=0)
+
+
+def _longest_word(value) -> int:
+    from rich.cells import cell_len
+
+    return max((cell_len(word) for line in _lines(value) for word in line.split()), default=0)
+
+
+def _min_width(col: Column, column_cells: list) -> int:
+    """The narrowest the column may get without breaking what must stay whole."""
+    header = _width(col.header)
+    if col.whole:
+        return max([header] + [_width(c) for c in column_cells])
+    words = max([0] + [_longest_word(c) for c in column_cells])
+    return max(header, MIN_TEXT_WIDTH if not column_cells else min(max(words, MIN_TEXT_WIDTH), WHOLE_WORD))
+
+
+def fit_columns(columns: list[Column], cells: list[list], width: int) -> list[int]:
+    """The indexes of the columns to show in ``width`` terminal cells: whole columns keep their
+    widest value, text columns may fold down to their longest word; the lowest ``drop`` ranks
+    go first until the table fits (a table that cannot fit shows every column it must)."""
+    need = [_min_width(col, [row[i] for row in cells]) for i, col in enumerate(columns)]
+    shown = list(range(len(columns)))
+    while sum(need[i] for i in shown) + 3 * len(shown) + 1 > width:
+        droppable = [i for i in shown if columns[i].drop is not None]
+        if not droppable:
+            break
+        shown.remove(min(droppable, key=lambda i: (columns[i].drop, -i)))
+    return shown
+
+
+def build_table(rows: Iterable[dict], columns: list[Column], title: str | None = None, width: int | None = None):
+    """A Rich table that fits the terminal without breaking an id, a status or a timestamp."""
     from rich.table import Table
 
+    cells = [[cell(col, row) for col in columns] for row in rows]
+    shown = fit_columns(columns, cells, width or console().width)
     table = Table(title=title, title_justify="left", header_style="bold")
-    for col in columns:
-        table.add_column(col.header, justify=col.justify, max_width=col.max_width, no_wrap=col.no_wrap,
-                         overflow="ellipsis" if col.no_wrap else "fold")
-    for row in rows:
-        table.add_row(*[cell(col, row) for col in columns])
+    for i in shown:
+        col = columns[i]
+        least = _min_width(col, [row[i] for row in cells])
+        if col.whole:
+            table.add_column(col.header, justify=col.justify, no_wrap=True, min_width=least)
+        else:
+            table.add_column(col.header, justify=col.justify, overflow="fold", min_width=least,
+                             max_width=max(col.max_width, least) if col.max_width else None)
+    for row in cells:
+        table.add_row(*[row[i] for i in shown])
     return table
 
 
@@ -218,7 +278,19 @@ def emit(data: Any, columns: list[Column] | None = None, *, as_json: bool, title
 
 def auto_columns(rows: list[dict]) -> list[Column]:
     keys = list(rows[0].keys()) if rows else []
-    return [Column(k, k, kind="status" if k == "status" else ("time" if _is_time_key(k) else "text")) for k in keys]
+
+    def kind(k: str) -> str:
+        if k == "status":
+            return "status"
+        if _is_time_key(k):
+            return "time"
+        if k == "task" or k.endswith("id"):
+            return "id"
+        if all(isinstance(r.get(k), (int, float)) or r.get(k) is None for r in rows):
+            return "number"
+        return "text"
+
+    return [Column(k, k, kind=kind(k)) for k in keys]
 
 
 def key_values(pairs: list[tuple[str, Any]], title: str | None = None):
@@ -263,13 +335,14 @@ def waves_table(summary: dict):
              f"{summary['status']} · {summary['completed_tasks']}/{summary['total_tasks']} done, "
              f"{summary['failed_tasks']} failed, {summary['skipped_tasks']} skipped")
     columns = [
-        Column("wave_number", "wave", justify="right"),
-        Column("status", "status", kind="status", no_wrap=True),
-        Column("task_count", "tasks", justify="right"),
-        Column("completed_count", "done", justify="right"),
-        Column("failed_count", "failed", justify="right"),
-        Column("active_agents", "agents", justify="right"),
-        Column("progress", "progress", no_wrap=True, fmt=lambda r: progress_bar(
+        Column("wave_number", "wave", kind="number", justify="right"),
+        Column("status", "status", kind="status"),
+        Column("task_count", "tasks", kind="number", justify="right"),
+        Column("completed_count", "done", kind="number", justify="right"),
+        Column("failed_count", "failed", kind="number", justify="right"),
+        Column("skipped_count", "skipped", kind="number", justify="right"),
+        Column("active_agents", "agents", kind="number", justify="right"),
+        Column("progress", "progress", kind="number", drop=1, fmt=lambda r: progress_bar(
             r["completed_count"] or 0, r["task_count"], width=14, failed=r["failed_count"] or 0)),
     ]
     return build_table(summary["waves"], columns, title=title)
@@ -288,13 +361,13 @@ def live_view(snapshot: dict):
     if not snapshot["running"]:
         return waves_table(snapshot["summary"])
     running = build_table(snapshot["running"], [
-        Column("display_id", "task"),
-        Column("title", "title", max_width=40),
-        Column("wave_number", "wave", justify="right"),
+        Column("display_id", "task", kind="id"),
+        Column("title", "title", max_width=40, drop=2),
+        Column("wave_number", "wave", kind="number", justify="right", drop=3),
         Column("status", "status", kind="status"),
-        Column("instance_id", "agent"),
-        Column("elapsed_s", "elapsed", justify="right", fmt=lambda r: _age(r["elapsed_s"])),
-        Column("heartbeat_age_s", "last heartbeat", justify="right",
+        Column("instance_id", "agent", kind="id"),
+        Column("elapsed_s", "elapsed", kind="number", justify="right", fmt=lambda r: _age(r["elapsed_s"])),
+        Column("heartbeat_age_s", "last heartbeat", kind="number", justify="right", drop=1,
                fmt=lambda r: (_age(r["heartbeat_age_s"]) + " ago") if r["heartbeat_age_s"] is not None else "none"),
     ], title=f"running now: {len(snapshot['running'])}")
     return Group(waves_table(snapshot["summary"]), running)
@@ -309,15 +382,15 @@ def _human(seconds) -> str:
 
 
 RUN_COLUMNS = [
-    Column("execution_id", "execution"),
-    Column("task_list_name", "list", max_width=24),
-    Column("run_number", "#", justify="right"),
+    Column("execution_id", "execution", kind="id"),
+    Column("task_list_name", "list", max_width=24, drop=3),
+    Column("run_number", "#", kind="number", justify="right"),
     Column("status", "status", kind="status"),
-    Column("total_tasks", "tasks", justify="right"),
-    Column("completed_tasks", "done", justify="right"),
-    Column("failed_tasks", "failed", justify="right"),
-    Column("skipped_tasks", "skipped", justify="right"),
-    Column("started_at", "started (UTC)", kind="time"),
+    Column("total_tasks", "tasks", kind="number", justify="right"),
+    Column("completed_tasks", "done", kind="number", justify="right"),
+    Column("failed_tasks", "failed", kind="number", justify="right", drop=4),
+    Column("skipped_tasks", "skipped", kind="number", justify="right", drop=2),
+    Column("started_at", "started (UTC)", kind="time", drop=1),
 ]
 
 
@@ -326,13 +399,13 @@ def _wave_tasks(w: dict) -> str:
 
 
 SHOW_WAVE_COLUMNS = [
-    Column("wave_number", "wave", justify="right"),
+    Column("wave_number", "wave", kind="number", justify="right"),
     Column("status", "status", kind="status"),
-    Column("task_count", "tasks", justify="right"),
-    Column("completed_count", "done", justify="right"),
-    Column("failed_count", "failed", justify="right"),
-    Column("skipped_count", "skipped", justify="right"),
-    Column("active_agents", "agents", justify="right"),
+    Column("task_count", "tasks", kind="number", justify="right"),
+    Column("completed_count", "done", kind="number", justify="right"),
+    Column("failed_count", "failed", kind="number", justify="right"),
+    Column("skipped_count", "skipped", kind="number", justify="right"),
+    Column("active_agents", "agents", kind="number", justify="right", drop=1),
     Column("tasks", "task states", fmt=_wave_tasks, max_width=80),
 ]
 
@@ -358,37 +431,39 @@ def run_show(data: dict) -> list:
 
 
 AGENT_COLUMNS = [
-    Column("instance_id", "Agent"),
-    Column("execution_id", "Execution"),
-    Column("wave_number", "Wave", justify="right"),
+    Column("instance_id", "Agent", kind="id"),
+    Column("execution_id", "Execution", kind="id", drop=3),
+    Column("wave_number", "Wave", kind="number", justify="right", drop=4),
     Column("status", "Status", kind="status"),
-    Column("task", "Task"),
-    Column("spawned_at", "Spawned", kind="time"),
-    Column("last_heartbeat", "Last heartbeat", kind="time"),
-    Column("seconds_since_heartbeat", "Silent", justify="right", fmt=lambda r: _human(r.get("seconds_since_heartbeat"))),
+    Column("task", "Task", kind="id"),
+    Column("spawned_at", "Spawned", kind="time", drop=1),
+    Column("last_heartbeat", "Last heartbeat", kind="time", drop=2),
+    Column("seconds_since_heartbeat", "Silent", kind="number", justify="right",
+           fmt=lambda r: _human(r.get("seconds_since_heartbeat"))),
 ]
 
 STALE_COLUMNS = [
-    Column("instance_id", "Agent"),
-    Column("execution_id", "Execution"),
+    Column("instance_id", "Agent", kind="id"),
+    Column("execution_id", "Execution", kind="id", drop=3),
     Column("status", "Status", kind="status"),
-    Column("wave_number", "Wave", justify="right"),
-    Column("last_heartbeat", "Last heartbeat", kind="time"),
-    Column("spawned_at", "Spawned", kind="time"),
-    Column("seconds_since_heartbeat", "Silent", justify="right", fmt=lambda r: _human(r.get("seconds_since_heartbeat"))),
+    Column("wave_number", "Wave", kind="number", justify="right", drop=4),
+    Column("last_heartbeat", "Last heartbeat", kind="time", drop=2),
+    Column("spawned_at", "Spawned", kind="time", drop=1),
+    Column("seconds_since_heartbeat", "Silent", kind="number", justify="right",
+           fmt=lambda r: _human(r.get("seconds_since_heartbeat"))),
     Column("released", "Released", fmt=lambda r: ", ".join(
         f"#{x['assignment_id']}→{x['outcome']}" for x in r.get("released") or [])),
 ]
 
 LIST_COLUMNS = [
-    Column("id", "list"),
+    Column("id", "list", kind="id"),
     Column("name", "name"),
     Column("status", "status", kind="status"),
-    Column("task_count", "tasks", justify="right"),
-    Column("completed_tasks", "done", justify="right"),
-    Column("run_count", "runs", justify="right"),
-    Column("max_parallel_agents", "agents", justify="right"),
-    Column("created_at", "created (UTC)", kind="time"),
+    Column("task_count", "tasks", kind="number", justify="right"),
+    Column("completed_tasks", "done", kind="number", justify="right"),
+    Column("run_count", "runs", kind="number", justify="right", drop=3),
+    Column("max_parallel_agents", "agents", kind="number", justify="right", drop=2),
+    Column("created_at", "created (UTC)", kind="time", drop=1),
 ]
 
 
@@ -413,13 +488,14 @@ def _task_files(row: dict) -> str:
 
 
 TASK_COLUMNS = [
-    Column("display_id", "task"),
+    Column("display_id", "task", kind="id"),
     Column("title", "title", max_width=40),
     Column("status", "status", kind="status"),
     Column("depends_on", "depends on", fmt=lambda r: ", ".join(r["depends_on"])),
-    Column("command", "command", max_width=40),
-    Column("timeout_s", "timeout", justify="right", fmt=lambda r: "" if r["timeout_s"] is None else f"{r['timeout_s']:g}s"),
-    Column("files", "files", fmt=_task_files),
+    Column("command", "command", max_width=40, drop=2),
+    Column("timeout_s", "timeout", kind="number", justify="right", drop=1,
+           fmt=lambda r: "" if r["timeout_s"] is None else f"{r['timeout_s']:g}s"),
+    Column("files", "files", fmt=_task_files, drop=3),
 ]
 
 
@@ -444,10 +520,10 @@ def task_list_show(data: dict) -> list:
 HEARTBEAT_COLUMNS = [
     Column("timestamp", "Time", kind="time"),
     Column("status", "Status", kind="status"),
-    Column("task", "Task"),
-    Column("progress_percent", "Progress", justify="right"),
-    Column("memory_usage_mb", "MB", justify="right"),
-    Column("cpu_percent", "CPU %", justify="right"),
+    Column("task", "Task", kind="id"),
+    Column("progress_percent", "Progress", kind="number", justify="right"),
+    Column("memory_usage_mb", "MB", kind="number", justify="right"),
+    Column("cpu_percent", "CPU %", kind="number", justify="right"),
 ]
 
 
@@ -466,24 +542,24 @@ def agent_show(data: dict) -> list:
 
 
 FAILURE_COLUMNS = [
-    Column("task", "Task"),
-    Column("title", "Title", max_width=40),
-    Column("failure_count", "Failures", justify="right"),
-    Column("sia_triggered", "SIA", fmt=lambda r: "triggered" if r["sia_triggered"] else ""),
+    Column("task", "Task", kind="id"),
+    Column("title", "Title", max_width=40, drop=2),
+    Column("failure_count", "Failures", kind="number", justify="right"),
+    Column("sia_triggered", "SIA", kind="id", drop=1, fmt=lambda r: "triggered" if r["sia_triggered"] else ""),
     Column("no_progress", "Progress", fmt=lambda r: "no progress" if r["no_progress"] else
            f"error changed {r['error_changes']}×"),
     Column("last_error", "Last error", max_width=60),
 ]
 
 CHECKPOINT_COLUMNS = [
-    Column("id", "id"),
-    Column("task", "task"),
-    Column("instance_id", "agent"),
-    Column("created_at", "created (UTC)", kind="time"),
-    Column("kind", "kind"),
-    Column("branch", "branch", fmt=lambda r: r["branch"] or ("(detached)" if r["head"] else "")),
-    Column("head", "HEAD", fmt=lambda r: (r["head"] or "(no commits)")[:12]),
-    Column("file_count", "files", justify="right"),
+    Column("id", "id", kind="id"),
+    Column("task", "task", kind="id"),
+    Column("instance_id", "agent", kind="id", drop=3),
+    Column("created_at", "created (UTC)", kind="time", drop=4),
+    Column("kind", "kind", kind="id", drop=5),
+    Column("branch", "branch", fmt=lambda r: r["branch"] or ("(detached)" if r["head"] else ""), drop=1),
+    Column("head", "HEAD", kind="id", drop=2, fmt=lambda r: (r["head"] or "(no commits)")[:12]),
+    Column("file_count", "files", kind="number", justify="right"),
     Column("message", "message", max_width=50),
 ]
 
@@ -494,9 +570,9 @@ def gc_report(report):
              "details": st.error or ", ".join(st.details[:5]) + (f" (+{len(st.details) - 5} more)" if len(st.details) > 5 else "")}
             for st in report.steps]
     return build_table(rows, [
-        Column("step", "step"),
-        Column("count", "would remove" if report.dry_run else "count", justify="right"),
-        Column("status", "status", fmt=lambda r: styled(r["status"], "completed" if r["status"] == "ok" else "failed")),
+        Column("step", "step", kind="id"),
+        Column("count", "would remove" if report.dry_run else "count", kind="number", justify="right"),
+        Column("status", "status", kind="status", fmt=lambda r: styled(r["status"], "completed" if r["status"] == "ok" else "failed")),
         Column("details", "details", max_width=80),
     ], title="gc (dry run: nothing changed)" if report.dry_run else "gc")
 
@@ -507,14 +583,14 @@ def doctor_report(checks):
              "details": c.description if c.ok else "; ".join(c.findings[:3]) + (" …" if len(c.findings) > 3 else "")}
             for c in checks]
     return build_table(rows, [
-        Column("check", "check"),
-        Column("status", "status", fmt=lambda r: styled(r["status"], "completed" if r["ok"] else "failed")),
+        Column("check", "check", kind="id"),
+        Column("status", "status", kind="status", fmt=lambda r: styled(r["status"], "completed" if r["ok"] else "failed")),
         Column("details", "details", max_width=100),
     ], title="doctor")
 
 
 MIGRATION_COLUMNS = [
-    Column("name", "migration"),
+    Column("name", "migration", kind="id"),
     Column("state", "state", kind="status"),
     Column("applied_at", "applied at (UTC)", kind="time"),
 ]
@@ -524,7 +600,8 @@ def restore_changes(result: dict):
     """`buildctl checkpoint restore --dry-run`: what would change, one path a line."""
     rows = [{"change": c["change"], "path": c["path"],
              "mode": c["mode_checkpoint"] if c["change"] != "removed" else c["mode_now"]} for c in result["changes"]]
-    return build_table(rows, [Column("change", "change"), Column("path", "path"), Column("mode", "mode")])
+    return build_table(rows, [Column("change", "change", kind="id"), Column("path", "path"),
+                              Column("mode", "mode", kind="id")])
 
 
 # --------------------------------------------------------------------------- run timeline (issue 13)
@@ -710,12 +787,13 @@ def timeline_view(data: dict):
         longest = set(sorted(range(len(path)), key=lambda i: -path[i]["duration_s"])[:CRITICAL_ROWS])
         shown = [p for i, p in enumerate(path) if i in longest]
         parts.append(build_table(shown, [
-            Column("task", "critical task", no_wrap=True),
-            Column("via", "after", fmt=lambda r: r["via"] or "start"),
-            Column("wave_number", "wave", justify="right"),
-            Column("duration_s", "duration", justify="right", fmt=lambda r: _human(r["duration_s"])),
-            Column("share", "share", justify="right", fmt=lambda r: percent(r["share"])),
-            Column("wait_s", "waited", justify="right", fmt=lambda r: _human(r["wait_s"]) if r["wait_s"] else ""),
+            Column("task", "critical task", kind="id"),
+            Column("via", "after", kind="id", fmt=lambda r: r["via"] or "start"),
+            Column("wave_number", "wave", kind="number", justify="right"),
+            Column("duration_s", "duration", kind="number", justify="right", fmt=lambda r: _human(r["duration_s"])),
+            Column("share", "share", kind="number", justify="right", fmt=lambda r: percent(r["share"])),
+            Column("wait_s", "waited", kind="number", justify="right",
+                   fmt=lambda r: _human(r["wait_s"]) if r["wait_s"] else ""),
             Column("title", "title", max_width=30),
         ], title=None if len(shown) == len(path) else f"the {len(shown)} longest of the path's {len(path)} tasks"))
     return Group(*parts)

@@ -15,14 +15,17 @@
 #   buildctl log add EXEC TYPE MESSAGE [--agent] [--context] [--task]
 #   buildctl log failures EXEC [--json] [--min] [--task]
 #   buildctl log tail EXEC [--errors] [--follow] [--json] [--lines] [--since] [--task] [--type] [-f] [-n]
+#   buildctl metrics [--stale-after] [--textfile]
 #   buildctl migrate [--dry-run] [--json] [--status]
 #   buildctl run cancel EXEC
 #   buildctl run exec EXEC [--checkpoints] [--config] [--jobs] [--no-checkpoints] [--repo] [-j]
 #   buildctl run list [--json] [--list] [--status]
 #   buildctl run pause EXEC
+#   buildctl run report EXEC [--output] [-o]
 #   buildctl run resume EXEC
 #   buildctl run show EXEC [--json]
 #   buildctl run start LIST_OR_FILE [--conflict-threshold] [--triggered-by]
+#   buildctl run timeline EXEC [--by] [--interval] [--json] [--watch] [-w]
 #   buildctl tasks import FILE [--json]
 #   buildctl tasks list [--json]
 #   buildctl tasks show LIST [--json]

@@ -1,4 +1,4 @@
-"""Top-level commands that look after the database: migrate, gc, doctor."""
+"""Top-level commands that look after the database: migrate, gc, doctor, metrics."""
 
 from __future__ import annotations
 
@@ -81,6 +81,16 @@ def _run_doctor(db, v: dict) -> int:
     return exitcodes.OK if ok else exitcodes.FAILED
 
 
+def _run_metrics(db, v: dict) -> str | None:
+    from buildctl import metrics
+
+    text = metrics.exposition(db, stale_after_s=v["stale_after"])
+    if v["textfile"] is None:
+        return text.rstrip("\n")
+    metrics.write_textfile(v["textfile"], text)
+    return None
+
+
 MIGRATE = Command(
     ("migrate",),
     help="Create the database, or bring it up to the newest schema (each file in its own transaction).",
@@ -129,4 +139,19 @@ DOCTOR = Command(
     database="any",
 )
 
-COMMANDS = (MIGRATE, GC, DOCTOR)
+METRICS = Command(
+    ("metrics",),
+    help=("Print the Prometheus text exposition of runs by status, tasks by run and status, agents by status, the "
+          "age of the oldest live agent's heartbeat, stale agents, log events by type and the database size. "
+          "With --textfile, write it atomically (temp file + rename) for node_exporter's textfile collector."),
+    short_help="Prometheus metrics: runs, tasks, agents, staleness, database size.",
+    params=(
+        Param("textfile", ("--textfile",), metavar="PATH", complete="path",
+              help="Write to this file (atomically) instead of stdout, e.g. "
+                   "/var/lib/node_exporter/textfile/buildctl.prom."),
+        duration("stale_after", ("--stale-after",), 60.0, "Count agents silent for longer than this as stale."),
+    ),
+    runner=_run_metrics,
+)
+
+COMMANDS = (MIGRATE, GC, DOCTOR, METRICS)

@@ -6,7 +6,7 @@ from buildctl import states
 from buildctl.cli.grammar import Command, Param
 from buildctl.cli.params import CHECKPOINTS, CONFIG, EXEC, JSON, REPO, duration
 
-GROUP = ("run", "Execution runs: start, list, show, pause, resume, cancel, exec.")
+GROUP = ("run", "Execution runs: start, list, show, pause, resume, cancel, exec, timeline, report.")
 
 
 # --------------------------------------------------------------------------- runners
@@ -89,36 +89,61 @@ def _run_exec(db, v: dict) -> int:
     return exitcodes.OK if result.status == "completed" else exitcodes.FAILED
 
 
-def _run_waves(db, v: dict) -> None:
+def _watch(fetch, view, v: dict, comparable=lambda doc: doc) -> None:
+    """Print ``fetch()`` once, or with --watch refresh it every --interval until the run ends
+    (NDJSON with --json: a line whenever it changed). Ctrl-C ends watching cleanly."""
     import time
 
-    from buildctl import render, resolve, runs
+    from buildctl import render
 
-    execution_id = resolve.execution(db, v["execution"])["execution_id"]
-    summary = runs.wave_summary(db, execution_id)
+    doc = fetch()
     if not v["watch"]:
-        render.document(summary, v["as_json"], lambda s: [render.waves_table(s)])
+        render.document(doc, v["as_json"], lambda d: [view(d)])
         return
     try:
         if v["as_json"]:
             last = None
             while True:
-                if summary != last:
-                    render.print_ndjson(summary)
-                    last = summary
-                if summary["status"] in states.RUN_ENDED:
+                if comparable(doc) != last:
+                    render.print_ndjson(doc)
+                    last = comparable(doc)
+                if doc["status"] in states.RUN_ENDED:
                     return
                 time.sleep(v["interval"])
-                summary = runs.wave_summary(db, execution_id)
+                doc = fetch()
         from rich.live import Live
 
-        with Live(render.waves_table(summary), console=render.console(), auto_refresh=False, transient=False) as live:
-            while summary["status"] not in states.RUN_ENDED:
+        with Live(view(doc), console=render.console(), auto_refresh=False, transient=False) as live:
+            while doc["status"] not in states.RUN_ENDED:
                 time.sleep(v["interval"])
-                summary = runs.wave_summary(db, execution_id)
-                live.update(render.waves_table(summary), refresh=True)
+                doc = fetch()
+                live.update(view(doc), refresh=True)
     except KeyboardInterrupt:
         return  # Ctrl-C ends watching; that is not an error
+
+
+def _run_waves(db, v: dict) -> None:
+    from buildctl import render, resolve, runs
+
+    execution_id = resolve.execution(db, v["execution"])["execution_id"]
+    _watch(lambda: runs.wave_summary(db, execution_id), render.waves_table, v)
+
+
+def _run_timeline(db, v: dict) -> None:
+    from buildctl import render, resolve, timeline
+
+    execution_id = resolve.execution(db, v["execution"])["execution_id"]
+    _watch(lambda: timeline.build(db, execution_id, by=v["by"]), render.timeline_view, v,
+           comparable=lambda doc: {k: val for k, val in doc.items() if k != "generated_at"})
+
+
+def _run_report(db, v: dict) -> None:
+    from buildctl import render, report, resolve
+
+    execution_id = resolve.execution(db, v["execution"])["execution_id"]
+    page = report.html(report.collect(db, execution_id))
+    report.save(v["output"], page)
+    render.info(f"wrote {v['output']}: report of run {execution_id} ({len(page.encode()) / 1024:.0f} KiB)")
 
 
 # --------------------------------------------------------------------------- the declarations
@@ -183,16 +208,44 @@ RUN_EXEC = Command(
     runner=_run_exec,
 )
 
+WATCH = Param("watch", ("--watch", "-w"), type="bool", help="Refresh in place until the run ends (Ctrl-C stops watching).")
+INTERVAL = duration("interval", ("--interval",), 1.0, "Refresh interval for --watch, e.g. 1s, 500ms.", min=0.01)
+
 WAVES = Command(
     ("waves",),
-    help="The wave summary of a run: each wave's status, tasks, completed, failed, active agents, progress.",
-    params=(
-        EXEC,
-        JSON,
-        Param("watch", ("--watch", "-w"), type="bool", help="Refresh in place until the run ends (Ctrl-C stops watching)."),
-        duration("interval", ("--interval",), 1.0, "Refresh interval for --watch, e.g. 1s, 500ms.", min=0.01),
-    ),
+    help="The wave summary of a run: each wave's status, tasks, completed, failed, skipped, active agents, progress.",
+    params=(EXEC, JSON, WATCH, INTERVAL),
     runner=_run_waves,
 )
 
-COMMANDS = (RUN_START, RUN_LIST, RUN_SHOW, RUN_PAUSE, RUN_RESUME, RUN_CANCEL, RUN_EXEC, WAVES)
+RUN_TIMELINE = Command(
+    ("run", "timeline"),
+    help=("The run as a Gantt chart: one row per task grouped by wave (or per agent), each attempt a bar coloured by "
+          "its outcome, the wave barriers, and the critical path (*) — the chain of dependencies and barriers that "
+          "set the run's wall time. Under it: wall time, summed task time, parallel efficiency (busy agent-time / "
+          "(wall x max_parallel_agents)), idle time at barriers, and each critical task's share of the wall time."),
+    short_help="The run as a Gantt chart with its critical path and efficiency.",
+    params=(
+        EXEC,
+        Param("by", ("--by",), choices=("task", "agent"), default="task", help="One row per task (by wave) or per agent."),
+        JSON, WATCH, INTERVAL,
+    ),
+    runner=_run_timeline,
+)
+
+RUN_REPORT = Command(
+    ("run", "report"),
+    help=("Write one self-contained HTML page of a run (inline CSS, SVG and script; nothing is fetched, so it opens "
+          "from an e-mail attachment or a CI artifact): the timeline with a tooltip per attempt, the waves, every task, "
+          "the agents' memory and CPU over time, the failures and the self-improvement findings."),
+    short_help="Write a self-contained HTML report of a run.",
+    params=(
+        EXEC,
+        Param("output", ("--output", "-o"), metavar="FILE.html", required=True, complete="path",
+              help="Where to write the page (replaced atomically)."),
+    ),
+    runner=_run_report,
+)
+
+COMMANDS = (RUN_START, RUN_LIST, RUN_SHOW, RUN_PAUSE, RUN_RESUME, RUN_CANCEL, RUN_EXEC, RUN_TIMELINE, RUN_REPORT,
+            WAVES)

@@ -3,13 +3,16 @@
 -- Fixed: the appendix joins every assignment an agent ever held, so an agent that
 -- finished its wave-1 task and now runs a wave-2 task counted as active in both
 -- waves. Only assignments still held (assigned or running) make an agent active in
--- a wave.
+-- a wave. Added: skipped_count, the wave's tasks skipped because a dependency failed
+-- or the run was cancelled (the appendix counts only completed and failed).
 SELECT
   pew.wave_number,
   pew.status,
   pew.task_count,
   pew.completed_count,
   pew.failed_count,
+  (SELECT COUNT(*) FROM wave_task_assignments s
+   WHERE s.wave_id = pew.wave_id AND s.status = 'skipped') AS skipped_count,
   COUNT(DISTINCT bai.instance_id) as active_agents
 FROM parallel_execution_waves pew
 LEFT JOIN wave_task_assignments wta ON pew.wave_id = wta.wave_id
