@@ -101,7 +101,7 @@ class PgServer:
         from concurrent.futures import ThreadPoolExecutor
 
         names, self.made = self.made, []
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(lambda n: self._admin(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)'), names))
 
 
