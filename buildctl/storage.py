@@ -199,11 +199,31 @@ class Database:
         """The location as it may be shown: any password replaced by ``***``."""
         return redact(self.location)
 
+    # Each engine's own: -------------------------------------------------------
     def execute(self, sql: str, params: Any = ()) -> Any:
+        """Run one statement; a cursor (``fetchone``, ``fetchall``, ``rowcount``, ``description``)."""
         raise NotImplementedError
 
     def executemany(self, sql: str, rows: Iterable[Any]) -> Any:
         raise NotImplementedError
+
+    def executescript(self, text: str) -> None:
+        """Run several statements inside the open transaction (migrations)."""
+        raise NotImplementedError
+
+    def write(self) -> Any:
+        """``with db.write():`` one short write transaction, rolled back on any error."""
+        raise NotImplementedError
+
+    def read(self) -> Any:
+        """``with db.read():`` one consistent snapshot across several SELECTs."""
+        raise NotImplementedError
+
+    def check_writable(self) -> None:
+        """Raise DatabaseError now when nothing could be written; writes nothing."""
+        raise NotImplementedError
+
+    # Both engines alike: ---------------------------------------------------------
 
     def query(self, sql: str, params: Any = ()) -> list[dict]:
         cur = self.execute(sql, params)
@@ -229,8 +249,9 @@ class Database:
         return self.scalar(f"SELECT {self.sql.now}")
 
     def data_version(self) -> Any:
-        """A cheap value that changes whenever anything was committed since the last call
-        (possibly also when nothing relevant was): poll it, re-read only when it moved."""
+        """A cheap value that changes whenever another connection committed a change since it
+        was last read (it may also change when nothing relevant did): poll it, and re-read
+        only when it moved."""
         return self.scalar(self.sql.data_version)
 
     def size_bytes(self) -> int:
@@ -646,14 +667,15 @@ def translate_postgres(exc: BaseException, where: str | None = None, *, connecti
     low = text.lower()
     state = getattr(exc, "sqlstate", None) or ""
     at = f" ({where})" if where else ""
-    if "password" in low or "authentication" in low:
-        return DatabaseError(f"PostgreSQL refused the credentials{at}: {text} "
-                             "(the password comes from the URL, PGPASSWORD, ~/.pgpass or a service file)")
-    if "does not exist" in low and ("database" in low or "role" in low) and state in ("", "3D000", "28000"):
-        return DatabaseError(f"cannot connect to PostgreSQL{at}: {text} (create it first; `buildctl migrate` "
-                             "creates the tables, not the database)")
-    if state.startswith(_PG_UNAVAILABLE) or (not state and any(w in low for w in _PG_LOST)) \
-            or "connection refused" in low:
+    if connecting or state.startswith("28") or state == "3D000":
+        if "password" in low or "authentication" in low:
+            return DatabaseError(f"PostgreSQL refused the credentials{at}: {text} "
+                                 "(the password comes from the URL, PGPASSWORD, ~/.pgpass or a service file)")
+        if "does not exist" in low:
+            hint = ("create it first; `buildctl migrate` creates the tables, not the database" if "database" in low
+                    else "create the role, or connect as another user")
+            return DatabaseError(f"cannot connect to PostgreSQL{at}: {text} ({hint})")
+    if state.startswith(_PG_UNAVAILABLE) or (not state and any(w in low for w in _PG_LOST + ("connection refused",))):
         hint = " (is the server running and accepting TCP/IP connections?)" if "refused" in low else ""
         return DatabaseUnavailable(f"cannot reach PostgreSQL{at}: {text}{hint}")
     if connecting:
