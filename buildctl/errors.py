@@ -46,12 +46,38 @@ class DatabaseError(BuildctlError):
     exit_code = exitcodes.DATABASE
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The server could not be reached, or the connection to it was lost: a caller that can
+    wait (a worker) may reconnect and try again; nothing else can."""
+
+
 class GitError(BuildctlError):
     exit_code = exitcodes.GIT
 
 
+#: Passwords of the database URLs this process connected with (storage registers them):
+#: no error line may show one, whatever produced the message.
+_hidden: set[str] = set()
+
+
+def hide(secret: str) -> None:
+    if secret:
+        _hidden.add(secret)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``. A short secret (under 4
+    characters) is replaced only where it stands as a URL password, not in every word."""
+    for secret in sorted(_hidden, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+        else:
+            text = text.replace(f":{secret}@", ":***@").replace(f"password={secret}", "password=***")
+    return text
+
+
 def error_line(message: str) -> None:
     """The one `error: …` line on stderr (first line of the message, whitespace folded)."""
-    first = " ".join(str(message).split("\n")[0].split()) or "unknown error"
+    first = scrub(" ".join(str(message).split("\n")[0].split())) or "unknown error"
     sys.stderr.write(f"error: {first}\n")
     sys.stderr.flush()

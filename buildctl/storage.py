@@ -1,11 +1,17 @@
-"""The one place database connections are made.
+"""The one place database connections are made: a SQLite file, or PostgreSQL (SPEC §9).
 
-Stdlib only: the lean hot path (SPEC §7) imports this module, so nothing here may
-import Typer, Rich, pydantic or sqlite-utils.
+Stdlib only at import time: the lean hot path (SPEC §7) imports this module, so
+nothing here may import Typer, Rich, pydantic or sqlite-utils at module level, and
+psycopg is imported only when a ``postgresql://`` location is opened.
 
-Every SQL-dialect concern lives here and in ``sql/``. Domain code writes SQLite-
-flavoured SQL with named ``:params`` and the ``NOW`` timestamp expression; a
-PostgreSQL backend plugs in below ``Database`` without the domain code changing.
+Both engines answer through one ``Database`` interface (``execute``, ``query``,
+``one``, ``scalar``, ``named``, ``executemany``, ``executescript``, ``write()``,
+``read()``, ``lock``, ``check_writable``, ``data_version``, ``size_bytes``, ``now``,
+``close``, ``location``, ``display_location``, ``sql``). Domain code writes portable
+SQL with ``?`` or ``:name`` placeholders and takes what differs from ``db.sql``
+(buildctl.dialect); rows come back alike from both: timestamps as UTC text
+``YYYY-MM-DD HH:MM:SS.fff``, booleans as 0/1, whole numbers as int, others as float,
+JSON as text.
 """
 
 from __future__ import annotations
@@ -15,15 +21,17 @@ import sqlite3
 import stat
 from contextlib import contextmanager
 
-from buildctl.dialect import SQLITE
-from buildctl.errors import DatabaseError, NeedsMigration
+from buildctl.dialect import POSTGRES, SQLITE, pyformat
+from buildctl.errors import DatabaseError, DatabaseUnavailable, NeedsMigration, hide
 
 # pathlib (~8 ms) and typing (~4 ms) are kept off the import path: the hot path
 # (SPEC §7) opens a connection on every call and has ~30 ms in all.
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
-    from typing import Any, Iterator
+    from typing import Any, Iterable, Iterator
+
+    from buildctl.dialect import Postgres, SQLite
 
 #: SQLite waits this long for a competing writer before giving up (SPEC §2: ≥ 5 s).
 #: Generous, because 32 processes writing at once is the normal case.
@@ -34,6 +42,11 @@ BUSY_TIMEOUT_MS = 30_000
 NOW = "strftime('%Y-%m-%d %H:%M:%f','now')"
 
 MIGRATIONS_TABLE = "buildctl_migrations"
+
+#: Namespace and keys of buildctl's PostgreSQL advisory locks (``Database.lock``):
+#: ('bctl', n), so that they cannot collide with another application's single-key locks.
+LOCK_NAMESPACE = 0x6263746C
+LOCK_KEYS = {"migrate": 1, "gc": 2}
 
 
 # --------------------------------------------------------------------------- location
@@ -61,6 +74,43 @@ def resolve_location(cli_value: str | None = None) -> str:
 
 def is_postgres(location: str) -> bool:
     return location.startswith(("postgresql://", "postgres://"))
+
+
+def _userinfo_end(rest: str) -> int:
+    """Index of the '@' that ends a URL's user:password part (the last one before any '?'), or -1."""
+    query = rest.find("?")
+    return rest.rfind("@", 0, query if query >= 0 else len(rest))
+
+
+def redact(location: str) -> str:
+    """``location`` with any password replaced by ``***`` (in user:password@ and in
+    ?password=…): the only form in which a location is ever shown."""
+    if not is_postgres(location):
+        return location
+    scheme, rest = location.split("://", 1)
+    at = _userinfo_end(rest)
+    if at >= 0 and ":" in rest[:at]:
+        rest = rest[:rest.index(":")] + ":***" + rest[at:]
+    if "?" in rest:
+        head, query = rest.split("?", 1)
+        rest = head + "?" + "&".join("password=***" if p.lower().startswith("password=") else p for p in query.split("&"))
+    return f"{scheme}://{rest}"
+
+
+def _url_passwords(location: str) -> set[str]:
+    """Every string of ``location`` that libpq may read as its password: in user:password@
+    (libpq ends the user part at the first '@', a reader may take the last), in ?password=,
+    each as written and percent-decoded."""
+    from urllib.parse import unquote
+
+    rest = location.split("://", 1)[1]
+    found = set()
+    for at in (rest.find("@"), _userinfo_end(rest)):
+        if at >= 0 and ":" in rest[:at]:
+            found.add(rest[:at].split(":", 1)[1])
+    if "?" in rest:
+        found.update(p.split("=", 1)[1] for p in rest.split("?", 1)[1].split("&") if p.lower().startswith("password="))
+    return {v for p in found for v in (p, unquote(p)) if v}
 
 
 # --------------------------------------------------------------------------- sql files
@@ -100,20 +150,29 @@ def _is_migration_file(name: str) -> bool:
     return len(name) > 8 and name[:3].isascii() and name[:3].isdigit() and name[3] == "_" and name.endswith(".sql")
 
 
-def migration_names() -> list[str]:
-    return sorted(n for n in os.listdir(_sql_folder()) if _is_migration_file(n))
+def dialect_folder(dialect: SQLite | Postgres = SQLITE) -> str:
+    """The folder of ``dialect``'s migrations: sql/ for SQLite, sql/postgres/ for PostgreSQL
+    (same file names; each file's own text is what its checksum covers)."""
+    root = _sql_folder()
+    return os.path.join(root, dialect.folder) if dialect.folder else root
 
 
-_query_cache: dict[str, str] = {}
+def migration_names(dialect: SQLite | Postgres = SQLITE) -> list[str]:
+    return sorted(n for n in os.listdir(dialect_folder(dialect)) if _is_migration_file(n))
 
 
-def query_text(name: str) -> str:
-    """A named query from sql/queries/NAME.sql: the SQL a reader sees is the SQL that runs."""
-    text = _query_cache.get(name)
+_query_cache: dict[tuple[str, str], str] = {}
+
+
+def query_text(name: str, dialect: SQLite | Postgres = SQLITE) -> str:
+    """A named query from sql/queries/NAME.sql (sql/postgres/queries/ for PostgreSQL): the
+    SQL a reader sees is the SQL that runs."""
+    key = (dialect.name, name)
+    text = _query_cache.get(key)
     if text is None:
-        with open(os.path.join(_sql_folder(), "queries", f"{name}.sql"), encoding="utf-8") as f:
+        with open(os.path.join(dialect_folder(dialect), "queries", f"{name}.sql"), encoding="utf-8") as f:
             text = f.read()
-        _query_cache[name] = text
+        _query_cache[key] = text
     return text
 
 
@@ -123,51 +182,127 @@ _default_sql_dir = sql_dir
 # --------------------------------------------------------------------------- connection
 
 class Database:
-    """A configured connection plus the few operations domain code needs.
+    """A configured connection plus the few operations domain code needs (either engine).
 
-    Rows come back as plain dicts. Writes go through ``write()``, which opens the
-    transaction with BEGIN IMMEDIATE so that a read-then-write transaction waits
-    for the lock instead of failing with SQLITE_BUSY half-way.
+    Rows come back as plain dicts (``query``/``one``) or tuples (``execute(...).fetchall()``).
+    Writes go through ``write()``; several reads that must agree go through ``read()``;
+    any other statement commits on its own.
     """
 
-    dialect = "sqlite"
     #: The SQL vocabulary that differs between engines (buildctl.dialect).
-    sql = SQLITE
+    sql: SQLite | Postgres
+    #: The location as given (a path, or a URL that may hold a password: never show it).
+    location: str
 
-    def __init__(self, conn: sqlite3.Connection, location: str):
-        self.conn = conn
-        self.location = location
+    @property
+    def display_location(self) -> str:
+        """The location as it may be shown: any password replaced by ``***``."""
+        return redact(self.location)
 
-    # reads ------------------------------------------------------------------
-    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
-        return self.conn.execute(sql, params)
+    # Each engine's own: -------------------------------------------------------
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        """Run one statement; a cursor (``fetchone``, ``fetchall``, ``rowcount``, ``description``)."""
+        raise NotImplementedError
+
+    def executemany(self, sql: str, rows: Iterable[Any]) -> Any:
+        raise NotImplementedError
+
+    def executescript(self, text: str) -> None:
+        """Run several statements inside the open transaction (migrations)."""
+        raise NotImplementedError
+
+    def write(self) -> Any:
+        """``with db.write():`` one short write transaction, rolled back on any error."""
+        raise NotImplementedError
+
+    def read(self) -> Any:
+        """``with db.read():`` one consistent snapshot across several SELECTs."""
+        raise NotImplementedError
+
+    def check_writable(self) -> None:
+        """Raise DatabaseError now when nothing could be written; writes nothing."""
+        raise NotImplementedError
+
+    # Both engines alike: ---------------------------------------------------------
 
     def query(self, sql: str, params: Any = ()) -> list[dict]:
-        cur = self.conn.execute(sql, params)
+        cur = self.execute(sql, params)
         cols = [d[0] for d in cur.description] if cur.description else []
         return [dict(zip(cols, row)) for row in cur.fetchall()]
 
     def one(self, sql: str, params: Any = ()) -> dict | None:
-        cur = self.conn.execute(sql, params)
+        cur = self.execute(sql, params)
         row = cur.fetchone()
         if row is None:
             return None
         return dict(zip([d[0] for d in cur.description], row))
 
     def scalar(self, sql: str, params: Any = ()) -> Any:
-        row = self.conn.execute(sql, params).fetchone()
+        row = self.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
     def named(self, name: str, params: Any = ()) -> list[dict]:
-        """Run sql/queries/NAME.sql."""
-        return self.query(query_text(name), params)
+        """Run this engine's sql/queries/NAME.sql."""
+        return self.query(query_text(name, self.sql), params)
 
     def now(self) -> str:
-        return self.scalar(f"SELECT {NOW}")
+        return self.scalar(f"SELECT {self.sql.now}")
 
-    # transactions -------------------------------------------------------------
+    def data_version(self) -> Any:
+        """A cheap value that changes whenever another connection committed a change since it
+        was last read (it may also change when nothing relevant did): poll it, and re-read
+        only when it moved."""
+        return self.scalar(self.sql.data_version)
+
+    def size_bytes(self) -> int:
+        return int(self.scalar(self.sql.size_bytes))
+
+    def lock(self, name: str) -> None:
+        """Inside ``write()``: hold buildctl's lock ``name`` (``LOCK_KEYS``) until the
+        transaction ends, so that one such transaction runs at a time."""
+        if self.sql.xact_lock:
+            self.execute(self.sql.xact_lock, (LOCK_NAMESPACE, LOCK_KEYS[name]))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class SQLiteDatabase(Database):
+    """One SQLite file. ``write()`` opens the transaction with BEGIN IMMEDIATE so that a
+    read-then-write transaction waits for the lock instead of failing with SQLITE_BUSY
+    half-way."""
+
+    sql = SQLITE
+
+    def __init__(self, conn: sqlite3.Connection, location: str):
+        self.conn = conn
+        self.location = location
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Any]) -> sqlite3.Cursor:
+        return self.conn.executemany(sql, rows)
+
+    def executescript(self, text: str) -> None:
+        """Run every statement of ``text`` inside the open transaction (no implicit COMMIT)."""
+        import sqlite_utils  # not on the hot path: only migrate needs it
+
+        # sqlite-utils runs a script statement by statement, instead of
+        # sqlite3.executescript's implicit COMMIT, so a file stays atomic.
+        try:
+            sqlite_utils.Database(self.conn, execute_plugins=False).executescript(text)
+        except sqlite3.Error as exc:
+            raise DatabaseError(str(exc)) from exc
+
     @contextmanager
-    def write(self) -> Iterator["Database"]:
+    def write(self) -> Iterator["SQLiteDatabase"]:
         """One short write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
@@ -195,7 +330,7 @@ class Database:
             raise translate(exc, self.location) from exc
 
     @contextmanager
-    def read(self) -> Iterator["Database"]:
+    def read(self) -> Iterator["SQLiteDatabase"]:
         """A consistent snapshot across several SELECTs (WAL readers never block writers)."""
         self.conn.execute("BEGIN")
         try:
@@ -204,14 +339,103 @@ class Database:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
 
-    def close(self) -> None:
-        self.conn.close()
 
-    def __enter__(self) -> "Database":
-        return self
+class PostgresDatabase(Database):
+    """A PostgreSQL connection through psycopg 3, fit for PgBouncer in transaction mode:
+    autocommit outside ``write()``/``read()``, no server-side prepared statements, and no
+    session state (every setting a transaction needs is given in it, with SET LOCAL).
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    Statements are translated by ``dialect.pyformat``; results are read in binary form, so
+    that what comes back (timestamps above all) does not depend on the session's TimeZone
+    or DateStyle. Driver errors become ``DatabaseError`` lines without the password.
+    """
+
+    sql = POSTGRES
+
+    def __init__(self, conn: Any, location: str, driver_error: type[BaseException]):
+        self.conn = conn
+        self.location = location
+        self._driver_error = driver_error
+        self._idle = type(conn.info.transaction_status).IDLE
+
+    def _error(self, exc: BaseException) -> DatabaseError:
+        return translate_postgres(exc, self.display_location)
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        text, style = pyformat(sql)
+        try:
+            return self.conn.execute(text, params if style else None, binary=True)
+        except self._driver_error as exc:
+            raise self._error(exc) from exc
+
+    def executemany(self, sql: str, rows: Iterable[Any]) -> Any:
+        text, _ = pyformat(sql)
+        cur = self.conn.cursor(binary=True)
+        try:
+            cur.executemany(text, rows)
+        except self._driver_error as exc:
+            raise self._error(exc) from exc
+        return cur
+
+    def executescript(self, text: str) -> None:
+        """Run ``text`` (several statements) inside the open transaction: one simple-protocol
+        query, no parameters, so ``%`` and ``?`` in it are plain text."""
+        self._simple(text)
+
+    def _simple(self, text: str) -> None:
+        try:
+            self.conn.execute(text)
+        except self._driver_error as exc:
+            raise self._error(exc) from exc
+
+    def _begin(self, mode: str) -> None:
+        # BEGIN inside a transaction is only a warning on PostgreSQL, and the inner
+        # block's ROLLBACK would then end the outer one: refuse, as SQLite does.
+        if self.conn.info.transaction_status != self._idle:
+            raise DatabaseError("cannot start a transaction within a transaction")
+        # The isolation level and the lock wait are stated in every transaction: the
+        # server's defaults (or a pooled session's leftovers) decide nothing.
+        self._simple(f"BEGIN ISOLATION LEVEL {mode}; SET LOCAL lock_timeout = '{BUSY_TIMEOUT_MS}ms'")
+
+    def _rollback(self) -> None:
+        if self.conn.closed or self.conn.info.transaction_status == self._idle:
+            return
+        try:
+            self.conn.execute("ROLLBACK")
+        except self._driver_error:
+            pass  # the connection is gone: the server has rolled back already
+
+    @contextmanager
+    def write(self) -> Iterator["PostgresDatabase"]:
+        """One short write transaction under READ COMMITTED: rows read to be changed must be
+        locked (``db.sql.for_update``); rolled back on any error."""
+        self._begin("READ COMMITTED READ WRITE")
+        try:
+            yield self
+        except BaseException:
+            self._rollback()
+            raise
+        else:
+            self._simple("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator["PostgresDatabase"]:
+        """A consistent snapshot across several SELECTs (REPEATABLE READ READ ONLY)."""
+        self._begin("REPEATABLE READ READ ONLY")
+        try:
+            yield self
+        finally:
+            self._rollback()
+
+    def check_writable(self) -> None:
+        """Raise DatabaseError now when nothing can be written (a read-only server or
+        transaction, missing privileges); writes nothing."""
+        self._begin("READ COMMITTED READ WRITE")
+        try:
+            self.execute(f"UPDATE {MIGRATIONS_TABLE} SET name = name "
+                         f"WHERE name = (SELECT min(name) FROM {MIGRATIONS_TABLE})")
+        finally:
+            self._rollback()
 
 
 def configure(conn: sqlite3.Connection) -> None:
@@ -227,13 +451,23 @@ def configure(conn: sqlite3.Connection) -> None:
 def connect(location: str | None = None, *, create: bool = False, check_schema: bool = True) -> Database:
     """Open the database at ``location`` (resolved as SPEC §2 says).
 
-    ``create`` is for ``migrate`` only: it makes the folder (0700) and the file (0600).
-    Every other command refuses a missing database, and (``check_schema``) one that is
-    behind the newest migration, with one line naming ``buildctl migrate``.
+    ``create`` is for ``migrate`` only: it makes the SQLite folder (0700) and file (0600);
+    a PostgreSQL database must exist already (migrate creates its tables). Every other
+    command refuses a missing database, and (``check_schema``) one that is behind the
+    newest migration, with one line naming ``buildctl migrate``.
     """
     location = resolve_location(location)
-    if is_postgres(location):
-        raise DatabaseError("PostgreSQL URLs are not supported by this build yet; use a SQLite file path")
+    db = _connect_postgres(location) if is_postgres(location) else _connect_sqlite(location, create)
+    if check_schema:
+        try:
+            ensure_current(db)
+        except BaseException:
+            db.close()
+            raise
+    return db
+
+
+def _connect_sqlite(location: str, create: bool) -> SQLiteDatabase:
     path = os.path.expanduser(location)
     if not os.path.exists(path):
         if not create:
@@ -253,33 +487,118 @@ def connect(location: str | None = None, *, create: bool = False, check_schema: 
         configure(conn)
     except sqlite3.Error as exc:
         raise translate(exc, path) from exc
-    db = Database(conn, str(path))
-    if check_schema:
-        try:
-            ensure_current(db)
-        except BaseException:
-            db.close()
-            raise
-    return db
+    return SQLiteDatabase(conn, str(path))
+
+
+def _connect_postgres(location: str) -> PostgresDatabase:
+    """Connect through psycopg 3, handing the URL to libpq as it is (so PG* variables,
+    ~/.pgpass and service files apply as libpq defines them)."""
+    display = redact(location)
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise DatabaseError(f"PostgreSQL support is not installed ({exc}): pip install 'buildctl[postgres]'") from exc
+    for secret in _url_passwords(location):
+        hide(secret)
+    try:
+        conn = psycopg.connect(location, autocommit=True, prepare_threshold=None, context=_pg_adapters(),
+                               fallback_application_name="buildctl")
+    except psycopg.Error as exc:
+        raise translate_postgres(exc, display, connecting=True) from exc
+    return PostgresDatabase(conn, location, psycopg.Error)
+
+
+_pg_adapters_cache: list[Any] = []
+
+
+def _pg_adapters() -> Any:
+    """psycopg's adapters, with results loaded as sqlite3 returns them (made once).
+
+    Results are read in binary form: a timestamptz is then microseconds since 2000-01-01
+    UTC, whatever the session's TimeZone and DateStyle, and becomes UTC text. Booleans
+    become 0/1 (the schema's flags are 0/1 integers, as in SQLite), numerics become int
+    when whole (SUM over bigint) and float otherwise (EXTRACT, AVG), JSON stays text. A
+    Python bool parameter is sent as 0/1, as sqlite3 does.
+    """
+    if _pg_adapters_cache:
+        return _pg_adapters_cache[0]
+    import psycopg
+    from datetime import datetime, timedelta
+    from psycopg.adapt import AdaptersMap, Dumper, Loader
+    from psycopg.pq import Format
+    from psycopg.types.numeric import NumericBinaryLoader
+
+    epoch = datetime(2000, 1, 1)
+    infinity = (1 << 63) - 1
+
+    class UtcTextLoader(Loader):
+        format = Format.BINARY
+
+        def load(self, data: Any) -> str:
+            us = int.from_bytes(data, "big", signed=True)
+            if us in (infinity, -infinity - 1):
+                return "infinity" if us > 0 else "-infinity"
+            return (epoch + timedelta(microseconds=us)).isoformat(sep=" ", timespec="milliseconds")
+
+    class IntBoolLoader(Loader):
+        format = Format.BINARY
+
+        def load(self, data: Any) -> int:
+            return 1 if data[0] else 0
+
+    class NumberLoader(NumericBinaryLoader):
+        def load(self, data: Any) -> int | float:
+            value = super().load(data)
+            if value.is_finite() and value.as_tuple().exponent >= 0:
+                return int(value)
+            return float(value)
+
+    class JsonTextLoader(Loader):
+        format = Format.BINARY
+
+        def load(self, data: Any) -> str:
+            return bytes(data).decode("utf-8")
+
+    class JsonbTextLoader(Loader):
+        format = Format.BINARY
+
+        def load(self, data: Any) -> str:
+            return bytes(data[1:]).decode("utf-8")  # the first byte is jsonb's format version
+
+    class BoolAsIntDumper(Dumper):
+        oid = psycopg.postgres.types["int8"].oid
+
+        def dump(self, obj: bool) -> bytes:
+            return b"1" if obj else b"0"
+
+    adapters = AdaptersMap(psycopg.adapters)
+    for name in ("timestamptz", "timestamp"):
+        adapters.register_loader(name, UtcTextLoader)
+    adapters.register_loader("bool", IntBoolLoader)
+    adapters.register_loader("numeric", NumberLoader)
+    adapters.register_loader("json", JsonTextLoader)
+    adapters.register_loader("jsonb", JsonbTextLoader)
+    adapters.register_dumper(bool, BoolAsIntDumper)
+    _pg_adapters_cache.append(adapters)
+    return adapters
 
 
 def applied_migrations(db: Database) -> dict[str, dict]:
-    exists = db.scalar("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (MIGRATIONS_TABLE,))
-    if not exists:
+    if not db.scalar(db.sql.table_exists, (MIGRATIONS_TABLE,)):
         return {}
     return {r["name"]: r for r in db.query(f"SELECT name, sha256, applied_at FROM {MIGRATIONS_TABLE} ORDER BY name")}
 
 
 def ensure_current(db: Database) -> None:
     applied = applied_migrations(db)
-    pending = [n for n in migration_names() if n not in applied]
+    pending = [n for n in migration_names(db.sql) if n not in applied]
     if pending:
         if not applied:
-            raise NeedsMigration(f"database {db.location} has no schema; run `buildctl migrate`")
+            raise NeedsMigration(f"database {db.display_location} has no schema; run `buildctl migrate`")
         raise NeedsMigration(
-            f"database {db.location} is behind ({len(pending)} pending migration(s), first {pending[0]}); run `buildctl migrate`"
+            f"database {db.display_location} is behind ({len(pending)} pending migration(s), first {pending[0]}); "
+            "run `buildctl migrate`"
         )
-
 
 def translate(exc: BaseException, where: Any = None) -> DatabaseError:
     """Turn a driver error into one readable line."""
@@ -317,3 +636,60 @@ def _filesystem_problem(path: str) -> str | None:
     if st.f_bavail == 0:
         return "full"
     return None
+
+
+#: SQLSTATE classes and codes that mean the server is unreachable or the session is gone.
+_PG_UNAVAILABLE = ("08", "57P01", "57P02", "57P03", "53300")
+#: libpq's words for the same, on errors that carry no SQLSTATE (raised before or instead of a server reply).
+_PG_LOST = ("server closed the connection", "connection is closed", "terminating connection", "consuming input failed",
+            "could not receive data", "could not send data", "connection to server", "no connection to the server",
+            "ssl connection has been closed", "could not translate host name", "failed to resolve host",
+            "timeout expired")
+
+
+def translate_postgres(exc: BaseException, where: str | None = None, *, connecting: bool = False) -> DatabaseError:
+    """Turn a psycopg error into one readable line, password-free; ``where`` is the
+    location as it may be shown (``redact``), ``connecting`` says the connection was
+    being opened."""
+    from buildctl.errors import scrub
+
+    diag = getattr(exc, "diag", None)
+    text = (getattr(diag, "message_primary", None) or str(exc).strip().split("\n")[0]).strip()
+    # libpq prefixes what the server said with the attempt it made ("connection failed:
+    # connection to server at "h", port 5432 failed: FATAL:  …"): keep the reason, the
+    # location says the rest.
+    text = text.removeprefix("connection failed: ")
+    if text.startswith("connection to server") and " failed: " in text:
+        text = text.split(" failed: ", 1)[1]
+    for level in ("FATAL:  ", "ERROR:  "):
+        text = text.removeprefix(level)
+    text = scrub(text)
+    low = text.lower()
+    state = getattr(exc, "sqlstate", None) or ""
+    at = f" ({where})" if where else ""
+    if connecting or state.startswith("28") or state == "3D000":
+        if "password" in low or "authentication" in low:
+            return DatabaseError(f"PostgreSQL refused the credentials{at}: {text} "
+                                 "(the password comes from the URL, PGPASSWORD, ~/.pgpass or a service file)")
+        if "does not exist" in low:
+            hint = ("create it first; `buildctl migrate` creates the tables, not the database" if "database" in low
+                    else "create the role, or connect as another user")
+            return DatabaseError(f"cannot connect to PostgreSQL{at}: {text} ({hint})")
+    if state.startswith(_PG_UNAVAILABLE) or (not state and any(w in low for w in _PG_LOST + ("connection refused",))):
+        hint = " (is the server running and accepting TCP/IP connections?)" if "refused" in low else ""
+        return DatabaseUnavailable(f"cannot reach PostgreSQL{at}: {text}{hint}")
+    if connecting:
+        return DatabaseError(f"cannot connect to PostgreSQL{at}: {text}")
+    if state == "25006":
+        return DatabaseError(f"the database is read-only{at}: {text}")
+    if state == "55P03":
+        return DatabaseError(f"the database stayed locked for more than {BUSY_TIMEOUT_MS // 1000} s{at}: {text}")
+    if state == "53100":
+        return DatabaseError(f"the disk is full; nothing was written{at}: {text}")
+    if state in ("40001", "40P01"):
+        return DatabaseError(f"the transaction collided with another one and was rolled back; nothing was written: {text}")
+    if state == "57014":
+        return DatabaseError(f"the statement was cancelled (statement_timeout or a cancel request): {text}")
+    if state == "42501":
+        return DatabaseError(f"permission denied{at}: {text}")
+    return DatabaseError(f"database error: {text}")

@@ -1,4 +1,8 @@
-"""Shared fixtures: a real SQLite file per test and a runner for the real `buildctl` command."""
+"""Shared fixtures: a real SQLite file per test and a runner for the real `buildctl` command.
+
+PostgreSQL databases and the engine-parametrized fixtures (``engine``, ``db_location``,
+``blank_location``, ``pg_location``, ``pg_blank_location``) come from tests/engines.py.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from engines import blank_location, db_location, engine, pg_blank_location, pg_location, pg_server  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -98,14 +104,33 @@ def db(migrated):
     d.close()
 
 
-def snapshot(path: Path) -> dict:
-    """Every row of every table, to prove a refused command changed nothing."""
-    conn = sqlite3.connect(path)
+def snapshot(where: Path | str) -> dict:
+    """Every row of every table, to prove a refused command changed nothing. ``where`` is a
+    SQLite file or any location (a postgresql:// URL included)."""
+    from buildctl import storage
+
+    if storage.is_postgres(str(where)):
+        return _pg_snapshot(str(where))
+    conn = sqlite3.connect(where)
     try:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
         return {t: conn.execute(f'SELECT * FROM "{t}" ORDER BY rowid').fetchall() for t in tables}
     finally:
         conn.close()
+
+
+def _pg_snapshot(location: str) -> dict:
+    from buildctl import storage
+
+    db = storage.connect(location, check_schema=False)
+    try:
+        with db.read():  # one snapshot of every table
+            tables = [r[0] for r in db.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename").fetchall()]
+            # No rowid here: rows in a fixed order of their own, which is all a before/after comparison needs.
+            return {t: sorted(db.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
+    finally:
+        db.close()
 
 
 def assert_refused(result: Result, code: int | None = None, contains: str | None = None) -> None:

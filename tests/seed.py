@@ -1,16 +1,33 @@
 """Raw-SQL fixture data for tests that need runs, waves, agents or log rows without
-going through the commands that create them (those commands have their own tests)."""
+going through the commands that create them (those commands have their own tests).
+
+Engine-neutral: every function takes a raw sqlite3 connection or a buildctl
+``storage.Database`` (either engine), and writes timestamps with the connection's
+dialect, from the database clock."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+from buildctl.dialect import SQLITE
 
-def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+
+def connect(where: Path | str):
+    """A connection for raw seeding, each statement committing on its own: sqlite3 for a
+    SQLite file, buildctl's own Database for a postgresql:// location."""
+    from buildctl import storage
+
+    if storage.is_postgres(str(where)):
+        return storage.connect(str(where), check_schema=False)
+    conn = sqlite3.connect(where, isolation_level=None, timeout=30)
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
+
+
+def _sql(conn):
+    """The dialect of ``conn``: a storage.Database knows its own; raw sqlite3 is SQLite."""
+    return getattr(conn, "sql", SQLITE)
 
 
 def seed_list(conn, list_id="tl_seed", tasks=("T-001", "T-002", "T-003"), max_parallel=3) -> dict[str, str]:
@@ -28,9 +45,11 @@ def seed_list(conn, list_id="tl_seed", tasks=("T-001", "T-002", "T-003"), max_pa
 
 def seed_run(conn, execution_id="ex_seed", list_id="tl_seed", status="running", run_number=1,
              completed_at=None) -> str:
+    """``completed_at``: UTC text ('2026-01-01 00:00:00') or None."""
+    d = _sql(conn)
     conn.execute(
         "INSERT INTO task_list_execution_runs (execution_id, task_list_id, run_number, status, started_at, completed_at, triggered_by) "
-        "VALUES (?, ?, ?, ?, datetime('now'), ?, 'user')",
+        f"VALUES (?, ?, ?, ?, {d.now}, {d.utc('?')}, 'user')",
         (execution_id, list_id, run_number, status, completed_at),
     )
     return execution_id
@@ -49,10 +68,14 @@ def seed_wave(conn, execution_id="ex_seed", wave_number=1, task_ids=(), status="
 
 def seed_agent(conn, instance_id="ag_seed", execution_id="ex_seed", status="running", wave_number=1,
                spawned_ago_s=0, heartbeat_ago_s=None) -> str:
+    d = _sql(conn)
+    heartbeat = "NULL" if heartbeat_ago_s is None else d.ago("?")
+    params = [instance_id, execution_id, wave_number, status, f"-{spawned_ago_s} seconds"]
+    if heartbeat_ago_s is not None:
+        params.append(f"-{heartbeat_ago_s} seconds")
     conn.execute(
         "INSERT INTO build_agent_instances (instance_id, execution_id, wave_number, status, spawned_at, last_heartbeat, config) "
-        "VALUES (?, ?, ?, ?, datetime('now', ?), CASE WHEN ? IS NULL THEN NULL ELSE datetime('now', ?) END, ?)",
-        (instance_id, execution_id, wave_number, status, f"-{spawned_ago_s} seconds", heartbeat_ago_s,
-         f"-{heartbeat_ago_s} seconds", '{"maxRetries": 3}'),
+        f"VALUES (?, ?, ?, ?, {d.ago('?')}, {heartbeat}, ?)",
+        (*params, '{"maxRetries": 3}'),
     )
     return instance_id

@@ -98,26 +98,34 @@ def test_database_file_and_folder_are_private(migrated):
     assert (migrated.parent.stat().st_mode & 0o777) == 0o700
 
 
+# The rows a CHECK test needs first, and for each table a row whose ? is the constrained
+# value (portable SQL: tests/test_postgres_storage.py runs them on PostgreSQL too).
+CHECK_SETUP = [
+    "INSERT INTO task_lists_v2 (id, name) VALUES ('tl_a', 'a')",
+    "INSERT INTO tasks (id, display_id, task_list_id, title, command, position) VALUES ('tk_a', 'T-1', 'tl_a', 't', 'true', 0)",
+    "INSERT INTO task_list_execution_runs (execution_id, task_list_id, run_number) VALUES ('ex_a', 'tl_a', 1)",
+    "INSERT INTO parallel_execution_waves (wave_id, execution_id, wave_number, task_count) VALUES ('wv_a', 'ex_a', 1, 1)",
+    "INSERT INTO build_agent_instances (instance_id, execution_id, wave_number) VALUES ('ag_a', 'ex_a', 1)",
+]
+CHECK_ROWS = {  # table: (insert with the value as ?, a valid value)
+    "build_agent_instances": ("INSERT INTO build_agent_instances (instance_id, execution_id, wave_number, status) VALUES ('ag_b', 'ex_a', 1, ?)", "running"),
+    "task_execution_log": ("INSERT INTO task_execution_log (execution_id, event_type, message) VALUES ('ex_a', ?, 'm')", "info"),
+    "parallel_execution_waves": ("INSERT INTO parallel_execution_waves (wave_id, execution_id, wave_number, task_count, status) VALUES ('wv_b', 'ex_a', 2, 0, ?)", "running"),
+    "wave_task_assignments": ("INSERT INTO wave_task_assignments (wave_id, task_id, status) VALUES ('wv_a', 'tk_a', ?)", "pending"),
+    "task_list_execution_runs": ("INSERT INTO task_list_execution_runs (execution_id, task_list_id, run_number, status) VALUES ('ex_b', 'tl_a', 2, ?)", "paused"),
+    "task_lists_v2": ("INSERT INTO task_lists_v2 (id, name, status) VALUES ('tl_b', 'b', ?)", "ready"),
+    "tasks": ("INSERT INTO tasks (id, display_id, task_list_id, title, command, position, status) VALUES ('tk_b', 'T-2', 'tl_a', 't', 'true', 1, ?)", "skipped"),
+    "task_file_impacts": ("INSERT INTO task_file_impacts (task_id, file_path, operation) VALUES ('tk_a', 'a.py', ?)", "UPDATE"),
+    "grouping_suggestions": ("INSERT INTO grouping_suggestions (id, suggested_name, suggested_tasks, status) VALUES ('g1', 'n', '[]', ?)", "accepted"),
+}
+
+
 @pytest.mark.parametrize("table, constraint, column", CHECKS)
 def test_checks_reject_invalid_values(db, table, constraint, column):
     conn = db.conn
-    conn.execute("INSERT INTO task_lists_v2 (id, name) VALUES ('tl_a', 'a')")
-    conn.execute("INSERT INTO tasks (id, display_id, task_list_id, title, command, position) VALUES ('tk_a', 'T-1', 'tl_a', 't', 'true', 0)")
-    conn.execute("INSERT INTO task_list_execution_runs (execution_id, task_list_id, run_number) VALUES ('ex_a', 'tl_a', 1)")
-    conn.execute("INSERT INTO parallel_execution_waves (wave_id, execution_id, wave_number, task_count) VALUES ('wv_a', 'ex_a', 1, 1)")
-    conn.execute("INSERT INTO build_agent_instances (instance_id, execution_id, wave_number) VALUES ('ag_a', 'ex_a', 1)")
-    valid_rows = {
-        "build_agent_instances": ("INSERT INTO build_agent_instances (instance_id, execution_id, wave_number, status) VALUES ('ag_b', 'ex_a', 1, ?)", "running"),
-        "task_execution_log": ("INSERT INTO task_execution_log (execution_id, event_type, message) VALUES ('ex_a', ?, 'm')", "info"),
-        "parallel_execution_waves": ("INSERT INTO parallel_execution_waves (wave_id, execution_id, wave_number, task_count, status) VALUES ('wv_b', 'ex_a', 2, 0, ?)", "running"),
-        "wave_task_assignments": ("INSERT INTO wave_task_assignments (wave_id, task_id, status) VALUES ('wv_a', 'tk_a', ?)", "pending"),
-        "task_list_execution_runs": ("INSERT INTO task_list_execution_runs (execution_id, task_list_id, run_number, status) VALUES ('ex_b', 'tl_a', 2, ?)", "paused"),
-        "task_lists_v2": ("INSERT INTO task_lists_v2 (id, name, status) VALUES ('tl_b', 'b', ?)", "ready"),
-        "tasks": ("INSERT INTO tasks (id, display_id, task_list_id, title, command, position, status) VALUES ('tk_b', 'T-2', 'tl_a', 't', 'true', 1, ?)", "skipped"),
-        "task_file_impacts": ("INSERT INTO task_file_impacts (task_id, file_path, operation) VALUES ('tk_a', 'a.py', ?)", "UPDATE"),
-        "grouping_suggestions": ("INSERT INTO grouping_suggestions (id, suggested_name, suggested_tasks, status) VALUES ('g1', 'n', '[]', ?)", "accepted"),
-    }
-    sql, good = valid_rows[table]
+    for sql in CHECK_SETUP:
+        conn.execute(sql)
+    sql, good = CHECK_ROWS[table]
     with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
         conn.execute(sql, ("bogus",))
     conn.execute(sql, (good,))  # the same row with a valid value is accepted
@@ -305,3 +313,89 @@ def test_sigkill_in_the_middle_of_one_file_rolls_that_file_back(tmp_path):
     conn.close()
     assert "slow_first" not in names and "slow_last" not in names
     assert "900_slow.sql" not in recorded and len(recorded) == len(storage.migration_names())
+
+
+# --------------------------------------------------------------------------- issue 11: files that break the transaction
+
+def _sql_copy_with(tmp_path: Path, name: str, text: str) -> Path:
+    """A copy of sql/ (both dialects) with one more migration ``name`` holding ``text``."""
+    import shutil
+
+    sql_copy = tmp_path / "sqlcopy"
+    shutil.copytree(storage.sql_dir(), sql_copy)
+    (sql_copy / name).write_text(text)
+    (sql_copy / "postgres" / name).write_text(text)
+    return sql_copy
+
+
+def _migrate_with(sql_copy: Path, location: str) -> subprocess.CompletedProcess:
+    """The real `buildctl migrate`, pointed at ``sql_copy`` instead of the package's sql/."""
+    code = ("import sys, pathlib, buildctl.storage as s;"
+            f"s.sql_dir = lambda: pathlib.Path({str(sql_copy)!r});"
+            "from buildctl.entry import run as run_app; sys.exit(run_app(['migrate']))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "BUILDCTL_DB": location})
+
+
+def test_a_migration_holding_commit_is_refused_before_any_of_it_runs(engine, db_location, tmp_path):
+    # Before: the first half committed, the rest ran outside any transaction, and the
+    # half-applied file then blocked every later migrate.
+    sql_copy = _sql_copy_with(tmp_path, "900_split.sql",
+                              "CREATE TABLE split_first (x INTEGER);\nCOMMIT;\nCREATE TABLE split_last (x INTEGER);\n")
+    before = snapshot(db_location)
+    p = _migrate_with(sql_copy, db_location)
+    assert p.returncode == 3, p.stderr
+    assert p.stderr.startswith("error: migration 900_split.sql contains a COMMIT statement (line 2)"), p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert snapshot(db_location) == before
+    # Fixed file, next migrate: applied, whole.
+    (sql_copy / "900_split.sql").write_text("CREATE TABLE split_first (x INTEGER);\nCREATE TABLE split_last (x INTEGER);\n")
+    (sql_copy / "postgres" / "900_split.sql").write_text((sql_copy / "900_split.sql").read_text())
+    p = _migrate_with(sql_copy, db_location)
+    assert p.returncode == 0, p.stderr
+    after = snapshot(db_location)
+    assert {"split_first", "split_last"} <= set(after)
+
+
+def test_a_failed_migration_names_its_file_and_applies_nothing_of_it(engine, db_location, tmp_path):
+    sql_copy = _sql_copy_with(tmp_path, "900_bad.sql",
+                              "CREATE TABLE bad_first (x INTEGER);\nINSERT INTO no_such_table VALUES (1);\n")
+    before = snapshot(db_location)
+    p = _migrate_with(sql_copy, db_location)
+    assert p.returncode == 7, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: migration 900_bad.sql failed: "), p.stderr
+    assert "no_such_table" in lines[0] and lines[0].endswith("; nothing of it was applied"), lines[0]
+    assert snapshot(db_location) == before
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("CREATE TABLE a (x INTEGER);\nCOMMIT;\n", [("COMMIT", 2)]),
+    ("BEGIN;\nCREATE TABLE a (x INTEGER);\n", [("BEGIN", 1)]),
+    ("BEGIN TRANSACTION; CREATE TABLE a (x INTEGER); END TRANSACTION;", [("BEGIN", 1), ("END", 1)]),
+    ("CREATE TABLE a (x INTEGER);\n  rollback;", [("ROLLBACK", 2)]),
+    ("SAVEPOINT s1;\nCREATE TABLE a (x INTEGER);\nRELEASE s1;\n", [("SAVEPOINT", 1), ("RELEASE", 3)]),
+    ("START TRANSACTION;", [("START", 1)]),
+    ("ABORT;", [("ABORT", 1)]),
+    ("PREPARE TRANSACTION 'x';", [("PREPARE", 1)]),
+    ("-- COMMIT; in a comment\n/* ROLLBACK; */ CREATE TABLE a (x TEXT DEFAULT 'COMMIT;');", []),
+    ('CREATE TABLE "commit" (x INTEGER);', []),
+    # A trigger's BEGIN … END body (SQLite), CASE … END inside it included.
+    ("CREATE TRIGGER t AFTER INSERT ON a BEGIN\n  UPDATE a SET x = CASE WHEN x > 0 THEN 1 END;\n  DELETE FROM b;\nEND;\n"
+     "COMMIT;", [("COMMIT", 5)]),
+    # PostgreSQL: a dollar-quoted body, and a BEGIN ATOMIC one.
+    ("CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN COMMIT; RETURN 1; END $$;", []),
+    ("CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\nEND;", [("END", 2)]),
+])
+def test_transaction_statements_are_found_where_they_are_statements(text, expected):
+    from buildctl.dialect import transaction_statements
+
+    assert transaction_statements(text) == expected
+
+
+def test_shipped_migrations_hold_no_transaction_statement():
+    from buildctl.dialect import POSTGRES, SQLITE, transaction_statements
+
+    for d in (SQLITE, POSTGRES):
+        for name in storage.migration_names(d):
+            assert transaction_statements(migrations.file_text(name, d)) == [], (d.name, name)

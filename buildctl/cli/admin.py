@@ -15,11 +15,11 @@ def _run_migrate(location, v: dict) -> None:
         with storage.connect(location, create=True, check_schema=False) as db:
             applied = migrations.apply(db)
             if v["as_json"]:
-                render.print_json({"database": db.location, "applied": applied})
+                render.print_json({"database": db.display_location, "applied": applied})
             elif applied:
-                render.info(f"applied {len(applied)} migration(s) to {db.location}: {', '.join(applied)}")
+                render.info(f"applied {len(applied)} migration(s) to {db.display_location}: {', '.join(applied)}")
             else:
-                render.info(f"nothing to migrate: {db.location} is up to date")
+                render.info(f"nothing to migrate: {db.display_location} is up to date")
         return
     try:
         db = storage.connect(location, check_schema=False)
@@ -38,12 +38,12 @@ def _run_migrate(location, v: dict) -> None:
     migrations.check_unchanged(states)
     pending = [s for s in states if s.state == "pending"]
     if v["as_json"]:
-        render.print_json([{"name": s.name, "sql": migrations.file_text(s.name)} for s in pending])
+        render.print_json([{"name": s.name, "sql": s.sql} for s in pending])
         return
     if not pending:
         render.info("nothing to migrate: the database is up to date")
     for s in pending:
-        print(f"-- {s.name}\n{migrations.file_text(s.name).rstrip()}\n")
+        print(f"-- {s.name}\n{s.sql.rstrip()}\n")
 
 
 def _run_gc(db, v: dict) -> int:

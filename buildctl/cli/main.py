@@ -111,8 +111,8 @@ def _unexpected(exc: Exception) -> int:
         bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else ""
         error_line(f"input is not valid UTF-8 text ({ascii(bad)} in {ascii(exc.object[:60])}); nothing was written")
         return exitcodes.INVALID_INPUT
-    if isinstance(exc, sqlite3.Error):
-        err = storage.translate(exc)
+    if isinstance(exc, sqlite3.Error) or type(exc).__module__.startswith("psycopg"):
+        err = storage.translate(exc) if isinstance(exc, sqlite3.Error) else storage.translate_postgres(exc)
         error_line(err.message)
         return err.exit_code
     error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with BUILDCTL_DEBUG=1 for the traceback)")
