@@ -224,6 +224,18 @@ def configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous = NORMAL")
 
 
+def _file_path(location: str | None) -> str:
+    """The SQLite file ``location`` names (resolved as SPEC §2 says)."""
+    location = resolve_location(location)
+    if is_postgres(location):
+        raise DatabaseError("PostgreSQL URLs are not supported by this build yet; use a SQLite file path")
+    return os.path.expanduser(location)
+
+
+def _no_database(path: str) -> NeedsMigration:
+    return NeedsMigration(f"no database at {path}; run `buildctl migrate` to create it")
+
+
 def connect(location: str | None = None, *, create: bool = False, check_schema: bool = True) -> Database:
     """Open the database at ``location`` (resolved as SPEC §2 says).
 
@@ -231,13 +243,10 @@ def connect(location: str | None = None, *, create: bool = False, check_schema: 
     Every other command refuses a missing database, and (``check_schema``) one that is
     behind the newest migration, with one line naming ``buildctl migrate``.
     """
-    location = resolve_location(location)
-    if is_postgres(location):
-        raise DatabaseError("PostgreSQL URLs are not supported by this build yet; use a SQLite file path")
-    path = os.path.expanduser(location)
+    path = _file_path(location)
     if not os.path.exists(path):
         if not create:
-            raise NeedsMigration(f"no database at {path}; run `buildctl migrate` to create it")
+            raise _no_database(path)
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         # Created 0600 before SQLite opens it; SQLite gives -wal/-shm the same mode.
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, stat.S_IRUSR | stat.S_IWUSR)
@@ -261,6 +270,24 @@ def connect(location: str | None = None, *, create: bool = False, check_schema: 
             db.close()
             raise
     return db
+
+
+def open_existing(location: str | None = None) -> Database:
+    """Open the database file as it is, for ``doctor``: no WAL switch and no schema check,
+    so a damaged file (or one that is not a database at all) opens and its checks report
+    the damage. Refuses, with one line, only a file that is missing or cannot be opened."""
+    path = _file_path(location)
+    if not os.path.exists(path):
+        raise _no_database(path)
+    if os.path.isdir(path):
+        raise DatabaseError(f"cannot open the database ({path}): it is a folder, not a file")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                               isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from exc
+    return Database(conn, str(path))
 
 
 def applied_migrations(db: Database) -> dict[str, dict]:
