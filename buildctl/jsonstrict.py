@@ -87,8 +87,9 @@ def dumps(value: Any, *, what: str = "the value", sort_keys: bool = True, indent
 
 
 def check_value(value: Any, *, what: str) -> None:
-    """Refuse a parsed value (TOML's) that strict JSON could not hold: a non-finite float,
-    nesting deeper than ``MAX_DEPTH``. Iterative: the value may be deep."""
+    """Refuse a parsed value (TOML's) that strict JSON could not hold: a non-finite float, an
+    integer beyond a double's range, nesting deeper than ``MAX_DEPTH``. Iterative: the value
+    may be deep."""
     import math
 
     stack: list[tuple[Any, str, int]] = [(value, "", 0)]
@@ -96,6 +97,8 @@ def check_value(value: Any, *, what: str) -> None:
         v, path, depth = stack.pop()
         if isinstance(v, float) and not math.isfinite(v):
             raise InvalidInput(f"{what}: {path or 'the value'} is {v!r}; only finite numbers are allowed")
+        if isinstance(v, int) and v.bit_length() > 1000 and _overflows(v):
+            raise InvalidInput(f"{what}: {path or 'the value'} is out of range (it overflows to infinity)")
         if isinstance(v, (dict, list)):
             if depth >= MAX_DEPTH:
                 where = path if len(path) <= 40 else path[:40] + "…"
@@ -158,6 +161,14 @@ def _int(literal: str) -> int:
     if len(literal) > 308 and float(literal) in (_INF, -_INF):
         raise _Refused(f"the number {quoted(literal)} is out of range (it overflows to infinity)")
     return int(literal)
+
+
+def _overflows(n: int) -> bool:
+    try:
+        float(n)
+    except OverflowError:
+        return True
+    return False
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict:

@@ -89,7 +89,9 @@ def test_check_value_refuses_what_strict_json_cannot_hold():
         deep = [deep]
     with pytest.raises(InvalidInput, match="nested more than 64 levels deep"):
         jsonstrict.check_value({"a": deep}, what="f.toml")
-    jsonstrict.check_value({"a": [1.5, {"b": "c"}], "d": 10**400}, what="f.toml")
+    with pytest.raises(InvalidInput, match=r"f.toml: a\[1\].d is out of range \(it overflows to infinity\)"):
+        jsonstrict.check_value({"a": [1, {"d": 10**400}]}, what="f.toml")
+    jsonstrict.check_value({"a": [1.5, {"b": "c"}], "d": 10**300}, what="f.toml")
 
 
 # --------------------------------------------------------------------------- --context
