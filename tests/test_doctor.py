@@ -96,19 +96,19 @@ def test_malformed_json_rows_are_named_by_table_row_and_column(cli, migrated):
     assert checks["malformed_json"]["findings"] == [
         f"task_execution_log row {log[1]}: context is not valid JSON (NaN is not allowed (JSON has no NaN or "
         "Infinity; use null or a string))",
-        f"task_execution_log row {log[2]}: context is not valid JSON (Expecting value at line 1 column 1)",
+        f"task_execution_log row {log[2]}: context is not valid JSON (Expecting value: line 1 column 1)",
         f"task_execution_log row {log[3]}: context is not valid JSON (the number '1e999' is out of range (it "
         "overflows to infinity))",
         f"task_execution_log row {log[4]}: context is not valid JSON (nested more than 64 levels deep)",
         "build_agent_instances row ag_nan: config is not valid JSON (NaN is not allowed (JSON has no NaN or "
         "Infinity; use null or a string))",
         "build_agent_instances row ag_nan: error_context is not valid JSON (the key 'a' appears twice in one object)",
-        "checkpoints row cp_bad: files_snapshot is not valid JSON (Expecting value at line 1 column 2)",
+        "checkpoints row cp_bad: files_snapshot is not valid JSON (Expecting value: line 1 column 2)",
         "checkpoints row cp_bad: metadata is not valid JSON (Infinity is not allowed (JSON has no NaN or Infinity; "
         "use null or a string))",
         f"parallelism_analysis row {pair}: conflict_details is not valid JSON (Expecting property name enclosed in "
-        "double quotes at line 1 column 2)",
-        "grouping_suggestions row gs_1: suggested_tasks is not valid JSON (Expecting value at line 1 column 1)",
+        "double quotes: line 1 column 2)",
+        "grouping_suggestions row gs_1: suggested_tasks is not valid JSON (Expecting value: line 1 column 1)",
     ]
     assert snapshot(migrated) == before  # doctor only reads
 

@@ -29,8 +29,10 @@ REFUSED = {
     "deep_arrays": (DEEP, "nested more than 64 levels deep"),
     "one_level_too_deep": ("[" * 65 + "]" * 65, "nested more than 64 levels deep"),
     "deep_objects": ('{"a":' * 65 + "1" + "}" * 65, "nested more than 64 levels deep"),
-    "syntax": ('{"a": }', "Expecting value at line 1 column 7"),
-    "extra_data": ("{} {}", "Extra data at line 1 column 4"),
+    "syntax": ('{"a": }', "Expecting value: line 1 column 7"),
+    "extra_data": ("{} {}", "Extra data: line 1 column 4"),
+    # Brackets after an unterminated string of escaped quotes: the depth scan stays linear.
+    "unterminated_string": ('"' + '\\"' * 100_000 + "[" * 100, "Unterminated string starting at: line 1 column 1"),
     "undecodable_bytes": ('{"a": "\udcff"}', "not valid UTF-8 text (character 8)"),
 }
 
@@ -50,9 +52,11 @@ def test_loads_refuses_with_one_sentence_naming_the_input(case):
 
 def test_loads_accepts_the_edges_of_what_is_allowed():
     assert jsonstrict.loads("[" * 64 + "]" * 64, what="x") is not None
-    # Brackets and escaped quotes inside strings are not nesting.
-    text = json.dumps({"s": "[" * 100 + '\\"{' * 50, "t": ["\\"]})
-    assert jsonstrict.loads(text, what="x") == json.loads(text)
+    # Brackets inside strings are not nesting, after an escaped quote or an escaped backslash too.
+    for value in ({"s": "[" * 100 + '\\"{' * 50, "t": ["\\"]}, {"a": '"' + "[" * 100}, {"a": "\\", "b": "{" * 100},
+                  {"a": "\\\\\"" + "[" * 100}):
+        text = json.dumps(value)
+        assert jsonstrict.loads(text, what="x") == value, text
     assert jsonstrict.loads("1.7976931348623157e308", what="x") == 1.7976931348623157e308
     assert jsonstrict.loads("-" + "9" * 308, what="x") == -int("9" * 308)
     assert jsonstrict.loads("1e-999", what="x") == 0.0  # underflow is an approximation, not an overflow

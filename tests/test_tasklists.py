@@ -183,7 +183,7 @@ def test_syntax_errors_and_missing_files(cli, migrated, tmp_path):
     bad_json.write_text('{"name": "x", "tasks": [}')
     assert_refused(cli("tasks", "import", tmp_path / "nope.toml"), exitcodes.USAGE, "no such task-list file")
     assert snapshot(migrated) == before
-    with pytest.raises(InvalidInput, match=f"{bad_json} is not valid JSON: Expecting value at line 1 column 25"):
+    with pytest.raises(InvalidInput, match=f"{bad_json} is not valid JSON: Expecting value: line 1 column 25"):
         tasklists.load_file(bad_json)
     with pytest.raises(UsageError, match="not a file"):
         tasklists.load_file(tmp_path)
