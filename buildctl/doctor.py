@@ -6,6 +6,8 @@ The reliability tests run the same checks after every injected fault.
 Doctor is for damaged databases too: every check runs guarded, and a check that
 cannot run (a file that is not a database, a page overwritten) is itself a finding,
 so the report lists what is wrong instead of stopping at the first database error.
+Open the file with ``storage.open_existing`` (no WAL switch, no schema check), so
+that even a file that is not a database at all reaches the checks.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import asdict, dataclass, field
 
-from buildctl import jsonstrict, migrations, storage
+from buildctl import jsonstrict, migrations
 from buildctl.errors import BuildctlError
 from buildctl.storage import Database
 
@@ -173,17 +175,6 @@ def diagnose(db: Database, *, stale_after_s: float = 60) -> list[Check]:
         ):
             checks.append(_run(db, name, description, fn))
     return checks
-
-
-def diagnose_file(location: str | None, *, stale_after_s: float = 60) -> list[Check]:
-    """``diagnose`` on the database at ``location``, opened as it is (storage.open_existing):
-    a damaged file or one that is not a database at all gets findings, not an error. Raises
-    only when the file cannot be opened at all (missing, unreadable, a folder)."""
-    db = storage.open_existing(location)
-    try:
-        return diagnose(db, stale_after_s=stale_after_s)
-    finally:
-        db.close()
 
 
 def as_dicts(checks: list[Check]) -> list[dict]:

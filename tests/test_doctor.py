@@ -181,11 +181,13 @@ def test_a_database_with_a_page_overwritten_lists_findings_and_exits_1(cli, migr
 def test_a_file_that_is_not_a_database_gets_findings_not_an_error(tmp_path):
     import os
 
-    from buildctl import doctor
+    from buildctl import doctor, storage
 
     junk = tmp_path / "junk.db"
     junk.write_bytes(os.urandom(100_000))
-    checks = doctor.diagnose_file(str(junk))
+    db = storage.open_existing(str(junk))
+    checks = doctor.diagnose(db)
+    db.close()
     assert [(c.name, c.findings) for c in checks] == [
         (name, ["the check could not run: file is not a database"])
         for name in ("integrity", "foreign_keys", "migrations")
@@ -196,12 +198,12 @@ def test_a_file_that_is_not_a_database_gets_findings_not_an_error(tmp_path):
 def test_a_database_that_cannot_be_opened_at_all_is_one_line(cli, tmp_path):
     import pytest
 
-    from buildctl import doctor, exitcodes
+    from buildctl import exitcodes, storage
     from buildctl.errors import DatabaseError, NeedsMigration
     from conftest import assert_refused
 
     with pytest.raises(NeedsMigration, match="no database at"):
-        doctor.diagnose_file(str(tmp_path / "missing.db"))
+        storage.open_existing(str(tmp_path / "missing.db"))
     with pytest.raises(DatabaseError, match="it is a folder"):
-        doctor.diagnose_file(str(tmp_path))
+        storage.open_existing(str(tmp_path))
     assert_refused(cli("doctor", extra_env={"BUILDCTL_DB": str(tmp_path)}), exitcodes.DATABASE)
