@@ -20,8 +20,8 @@ how a file name that is not UTF-8 is stored in a checkpoint's ``files_snapshot``
 Writing never emits NaN or Infinity (``allow_nan=False``), and always produces text
 that encodes as UTF-8 (falling back to ``\\u`` escapes for lone surrogates).
 
-Stdlib only and free to import: the hot path imports it; ``json`` is imported by the
-functions, only when a value is actually read or written.
+Stdlib only and cheap to import; ``json`` itself is imported only when a value is read
+or written (the hot path imports this module only then, too).
 """
 
 from __future__ import annotations
@@ -103,10 +103,10 @@ def check_value(value: Any, *, what: str) -> None:
             if depth >= MAX_DEPTH:
                 where = path if len(path) <= 40 else path[:40] + "…"
                 raise InvalidInput(f"{what}: {where} is nested more than {MAX_DEPTH} levels deep")
-            items = v.items() if isinstance(v, dict) else enumerate(v)
-            for key, child in items:
-                stack.append((child, f"{path}[{key}]" if isinstance(v, list) else f"{path}.{key}" if path else str(key),
-                              depth + 1))
+            if isinstance(v, list):
+                stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(v))
+            else:
+                stack.extend((child, f"{path}.{key}" if path else str(key), depth + 1) for key, child in v.items())
 
 
 # --------------------------------------------------------------------------- the parser
