@@ -1,7 +1,7 @@
 """Build agents: spawn, heartbeat, finish, list, show, stale (+ mark) (SPEC §4, B.1, B.2).
 
 Stdlib only, and cheap to import: ``heartbeat`` and ``agent finish`` run on the lean
-hot path (SPEC §7). ``json``, ``ids`` (which pulls in ``secrets``), ``assignments``
+hot path (SPEC §7). ``jsonstrict``, ``ids`` (which pulls in ``secrets``), ``assignments``
 and ``psutil`` are imported inside the functions that need them.
 
 Lifecycle: initializing (spawned) → running → idle ↔ running → completed | failed | stuck.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from buildctl import execlog, resolve
-from buildctl.errors import Conflict, InvalidInput, NotFound, UsageError
+from buildctl.errors import Conflict, InvalidInput, NotFound, UsageError, quoted
 from buildctl.storage import NOW
 
 TYPE_CHECKING = False
@@ -39,6 +39,21 @@ DEFAULT_CONFIG = {"maxRetries": 3, "heartbeatIntervalMs": 30000, "taskTimeoutMs"
 #: that cannot write heartbeats keeps its child (the stale threshold).
 WORKER_CONFIG = {"retryBackoffMs": [1000, 5000, 15000], "killGraceMs": 5000, "staleAfterMs": 60000}
 DEFAULT_STALE_S = 60.0
+#: The range of every config value (and of each retryBackoffMs step): milliseconds up to
+#: 7 days, at most 100 retries. Zero is refused where it would make the worker spin or
+#: stop every task at once (intervals, timeouts, the stale threshold).
+_WEEK_MS = 7 * 24 * 3600 * 1000
+CONFIG_RANGES = {
+    "maxRetries": (0, 100),
+    "heartbeatIntervalMs": (1, _WEEK_MS),
+    "taskTimeoutMs": (1, _WEEK_MS),
+    "validationTimeoutMs": (1, _WEEK_MS),
+    "retryBackoffMs": (0, _WEEK_MS),
+    "killGraceMs": (0, _WEEK_MS),
+    "staleAfterMs": (1, _WEEK_MS),
+}
+#: retryBackoffMs holds one step per retry at most.
+MAX_BACKOFF_STEPS = CONFIG_RANGES["maxRetries"][1]
 
 #: An ISO-8601 UTC timestamp from the database clock, for JSON documents we store.
 NOW_ISO = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
@@ -57,39 +72,52 @@ def _unended(db: Database, instance_id: str, refusal: str) -> dict:
 
 
 def _config(row: dict) -> dict:
-    import json
+    """The stored config merged over the defaults. A stored value that is not valid JSON,
+    or a key whose value is out of range (a row written by an old version or by hand),
+    falls back to the default: a worker or a release never fails on one."""
+    from buildctl import jsonstrict
 
-    try:
-        cfg = json.loads(row.get("config") or "{}")
-    except ValueError:
+    cfg = jsonstrict.stored(row.get("config"), {})
+    if not isinstance(cfg, dict):
         cfg = {}
-    return {**DEFAULT_CONFIG, **(cfg if isinstance(cfg, dict) else {})}
+    good = {}
+    for key, v in cfg.items():
+        try:
+            _check_config_value(key, v)
+        except InvalidInput:
+            continue
+        good[key] = v
+    return {**DEFAULT_CONFIG, **good}
+
+
+def _check_config_value(key: str, v: Any) -> None:
+    if key not in CONFIG_RANGES:
+        raise InvalidInput(f"unknown --config key {key!r}; expected one of: {', '.join(CONFIG_RANGES)}")
+    low, high = CONFIG_RANGES[key]
+    if key == "retryBackoffMs":
+        if (not isinstance(v, list) or not 1 <= len(v) <= MAX_BACKOFF_STEPS
+                or any(isinstance(x, bool) or not isinstance(x, int) or not low <= x <= high for x in v)):
+            raise InvalidInput(f"--config retryBackoffMs must be a list of 1 to {MAX_BACKOFF_STEPS} integers "
+                               f"between {low} and {high}, not {quoted(v)}")
+    elif isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise InvalidInput(f"--config {key} must be an integer between {low} and {high}, not {quoted(v)}")
 
 
 def parse_config(value: str | dict | None) -> dict:
-    """SPEC §4 defaults merged with ``--config`` (a JSON object of known keys, non-negative integers)."""
-    import json
+    """SPEC §4 defaults merged with ``--config``: a strict JSON object of known keys, each
+    an integer in its range (``CONFIG_RANGES``)."""
+    from buildctl import jsonstrict
 
     if value is None:
         given = {}
     elif isinstance(value, dict):
         given = value
     else:
-        try:
-            given = json.loads(value)
-        except ValueError as exc:
-            raise InvalidInput(f"--config is not valid JSON: {exc}") from None
+        given = jsonstrict.loads(value, what="--config")
         if not isinstance(given, dict):
             raise InvalidInput("--config must be a JSON object, e.g. '{\"maxRetries\": 5}'")
-    known = {**DEFAULT_CONFIG, **WORKER_CONFIG}
     for key, v in given.items():
-        if key not in known:
-            raise InvalidInput(f"unknown --config key {key!r}; expected one of: {', '.join(known)}")
-        if key == "retryBackoffMs":
-            if not isinstance(v, list) or not v or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in v):
-                raise InvalidInput(f"--config retryBackoffMs must be a non-empty list of non-negative integers, not {v!r}")
-        elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise InvalidInput(f"--config {key} must be a non-negative integer, not {v!r}")
+        _check_config_value(key, v)
     return {**DEFAULT_CONFIG, **given}
 
 
@@ -102,7 +130,7 @@ def spawn(db: Database, execution_id: str, wave: int | None = None, task: str | 
     Refused for an unknown, ended or cancelled run, a wave the run does not have,
     or a task that is not in the run (or not in ``wave``).
     """
-    from buildctl import ids
+    from buildctl import ids, jsonstrict
 
     cfg = parse_config(config)
     if wave is not None and (isinstance(wave, bool) or int(wave) < 1):
@@ -139,17 +167,11 @@ def spawn(db: Database, execution_id: str, wave: int | None = None, task: str | 
         db.execute(
             "INSERT INTO build_agent_instances (instance_id, execution_id, current_task_id, wave_number, status, "
             f"spawned_at, config) VALUES (?, ?, ?, ?, 'initializing', {NOW}, ?)",
-            (instance_id, ex, task_id, int(wave), _json(cfg)),
+            (instance_id, ex, task_id, int(wave), jsonstrict.dumps(cfg, what="--config")),
         )
         execlog.append(db, ex, "info", f"agent {instance_id} spawned (wave {int(wave)})", task_id=task_id,
                        instance_id=instance_id, context={"wave": int(wave), "config": cfg})
     return instance_id
-
-
-def _json(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True)
 
 
 # --------------------------------------------------------------------------- heartbeat
@@ -261,9 +283,11 @@ def finish(db: Database, instance_id: str, status: str, error: str | None = None
         iid = agent["instance_id"]
         error_context = None
         if error is not None:
+            from buildctl import jsonstrict
+
             stamp = db.scalar(f"SELECT {NOW_ISO}")
-            error_context = _json({"code": "agent_failed" if status == "failed" else "agent_error", "message": error,
-                                   "taskId": agent["current_task_id"], "timestamp": stamp})
+            error_context = jsonstrict.dumps({"code": "agent_failed" if status == "failed" else "agent_error",
+                                              "message": error, "taskId": agent["current_task_id"], "timestamp": stamp})
         db.execute(
             f"UPDATE build_agent_instances SET status = ?, completed_at = {NOW}, "
             "error_context = COALESCE(?, error_context) WHERE instance_id = ?", (status, error_context, iid))
@@ -374,6 +398,7 @@ def mark_stale(db: Database, threshold_s: float = DEFAULT_STALE_S, execution_id:
     remain, else failed. Assignments still held by agents that are already stuck (a
     mark interrupted before its release) are released too. Returns the marked agents.
     """
+    from buildctl import jsonstrict
     from buildctl.durations import offset
 
     candidates = stale(db, threshold_s, execution_id)
@@ -397,10 +422,10 @@ def mark_stale(db: Database, threshold_s: float = DEFAULT_STALE_S, execution_id:
                 "ORDER BY id LIMIT 1", (iid,))
             ctx = {"code": "stale_heartbeat", "message": message, "taskId": task_id, "timestamp": stamp}
             db.execute("UPDATE build_agent_instances SET status = 'stuck', error_context = ? WHERE instance_id = ?",
-                       (_json(ctx), iid))
+                       (jsonstrict.dumps(ctx), iid))
             execlog.append(db, row["execution_id"], "warning", f"agent {iid} marked stuck: {message}",
                            task_id=task_id, instance_id=iid, context=ctx)
-        marked.append({**cand, "status": "stuck", "error_context": _json(ctx), "released": []})
+        marked.append({**cand, "status": "stuck", "error_context": jsonstrict.dumps(ctx), "released": []})
     by_id = {m["instance_id"]: m for m in marked}
     ex = resolve.execution(db, execution_id)["execution_id"] if execution_id is not None else None
     held = db.query(

@@ -23,7 +23,6 @@ Stdlib only; never prints.
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import socket
 import stat
@@ -31,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildctl import execlog, gitrepo, ids, resolve
-from buildctl.errors import BuildctlError, Conflict, GitError
+from buildctl import execlog, gitrepo, ids, jsonstrict, resolve
+from buildctl.errors import BuildctlError, Conflict, GitError, InvalidInput
 from buildctl.gitrepo import GITLINK, Entry, Repo
 from buildctl.storage import NOW, Database
 
@@ -78,15 +77,6 @@ def _capture(repo: Repo, keep_paths: dict[str, Entry] | None = None) -> _Capture
                 entries = idx.entries()
         tree = idx.write_tree()
     return _Captured(tree, index_tree, entries, head, branch)
-
-
-def _dumps(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a file name that is not UTF-8: keep it as \udcXX escapes
-        text = json.dumps(value, ensure_ascii=True, sort_keys=True)
-    return text
 
 
 def _text(path: str) -> str:
@@ -137,7 +127,7 @@ def _record(db: Database, repo: Repo, cap: _Captured, *, execution_id: str, task
             db.execute(
                 "INSERT INTO checkpoints (id, execution_id, task_id, instance_id, git_ref, created_at, files_snapshot, metadata) "
                 f"VALUES (?, ?, ?, ?, ?, {NOW}, ?, ?)",
-                (cp_id, execution_id, task["id"], agent_id, commit, _dumps(files), _dumps(metadata)),
+                (cp_id, execution_id, task["id"], agent_id, commit, jsonstrict.dumps(files), jsonstrict.dumps(metadata)),
             )
             what = f"automatic checkpoint before restoring {restore_of}" if kind == "pre-restore" else "checkpoint"
             execlog.append(db, execution_id, "checkpoint_created",
@@ -179,7 +169,7 @@ def list_checkpoints(db: Database, execution: str, task: str | None = None) -> l
         params.append(resolve.task(db, ex, task)["id"])
     rows = db.query(
         "SELECT c.id, c.execution_id, c.task_id, t.display_id AS task, c.instance_id, c.git_ref, c.created_at, "
-        "json_array_length(c.files_snapshot) AS file_count, c.metadata "
+        f"{db.sql.json_array_length('c.files_snapshot')} AS file_count, c.metadata "
         f"FROM checkpoints c LEFT JOIN tasks t ON t.id = c.task_id WHERE {where} ORDER BY c.created_at, c.rowid",
         params,
     )
@@ -195,10 +185,8 @@ def list_checkpoints(db: Database, execution: str, task: str | None = None) -> l
 
 
 def _loads(text: str | None) -> dict:
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError:
-        return {}
+    """A stored metadata object; {} when it is missing or malformed."""
+    value = jsonstrict.stored(text, {})
     return value if isinstance(value, dict) else {}
 
 
@@ -206,9 +194,9 @@ def _loads(text: str | None) -> dict:
 
 def _snapshot_entries(row: dict) -> dict[str, Entry]:
     try:
-        files = json.loads(row["files_snapshot"] or "[]")
+        files = jsonstrict.loads(row["files_snapshot"] or "[]", what="files_snapshot", max_chars=None)
         return {f["path"]: Entry(f["mode"], f["sha"]) for f in files}
-    except (ValueError, KeyError, TypeError):
+    except (InvalidInput, KeyError, TypeError):
         raise GitError(f"checkpoint {row['id']} has an unreadable files_snapshot; it cannot be verified") from None
 
 

@@ -2,14 +2,33 @@
 
 Each check returns findings (human-readable strings); a healthy database has none.
 The reliability tests run the same checks after every injected fault.
+
+Doctor is for damaged databases too: every check runs guarded, and a check that
+cannot run (a file that is not a database, a page overwritten) is itself a finding,
+so the report lists what is wrong instead of stopping at the first database error.
+Open the file with ``storage.open_existing`` (no WAL switch, no schema check), so
+that even a file that is not a database at all reaches the checks.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import asdict, dataclass, field
 
-from buildctl import migrations
+from buildctl import jsonstrict, migrations
+from buildctl.errors import BuildctlError
 from buildctl.storage import Database
+
+#: Every column that stores JSON text: (table, the column naming a row, JSON columns).
+STORED_JSON = (
+    ("task_execution_log", "id", ("context",)),
+    ("build_agent_instances", "instance_id", ("config", "error_context")),
+    ("checkpoints", "id", ("files_snapshot", "metadata")),
+    ("parallelism_analysis", "id", ("conflict_details",)),
+    ("grouping_suggestions", "id", ("suggested_tasks",)),
+)
+#: Malformed rows listed one by one per column; the rest are counted.
+LISTED_PER_COLUMN = 20
 
 
 @dataclass
@@ -94,6 +113,28 @@ def _stale(db: Database, threshold_s: float) -> list[str]:
     ]
 
 
+def _malformed_json(db: Database) -> list[str]:
+    """Every stored JSON text that is not strict JSON (NaN written by an old version, garbage
+    written by hand): readers show such a value raw; this names table, row and column."""
+    out = []
+    for table, key, columns in STORED_JSON:
+        for column in columns:
+            bad = 0
+            # Streamed: the log may hold millions of rows; each is parsed once, in Python,
+            # because strictness (1e999, a duplicate key, depth) is more than the engine's json_valid.
+            cur = db.execute(f"SELECT {key}, {column} FROM {table} WHERE {column} IS NOT NULL ORDER BY {key}")
+            for row_id, text in cur:
+                reason = jsonstrict.problem(text)
+                if reason is None:
+                    continue
+                bad += 1
+                if bad <= LISTED_PER_COLUMN:
+                    out.append(f"{table} row {row_id}: {column} is not valid JSON ({reason})")
+            if bad > LISTED_PER_COLUMN:
+                out.append(f"{table}: {bad - LISTED_PER_COLUMN} more rows with a {column} that is not valid JSON")
+    return out
+
+
 def _unsettled_runs(db: Database) -> list[str]:
     rows = db.query(
         """
@@ -107,25 +148,32 @@ def _unsettled_runs(db: Database) -> list[str]:
     return [f"run {r['execution_id']} is {r['status']} but none of its tasks is left to run" for r in rows]
 
 
+def _run(db: Database, name: str, description: str, fn) -> Check:
+    """One check; a database error while it runs (a damaged file) becomes its finding."""
+    check = Check(name, description)
+    try:
+        check.findings = fn(db)
+    except (sqlite3.Error, BuildctlError) as exc:
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        check.findings = [f"the check could not run: {why}"]
+    return check
+
+
 def diagnose(db: Database, *, stale_after_s: float = 60) -> list[Check]:
     checks = [
-        Check("integrity", "PRAGMA integrity_check"),
-        Check("foreign_keys", "PRAGMA foreign_key_check"),
-        Check("migrations", "every sql/ file applied and unchanged"),
+        _run(db, "integrity", "PRAGMA integrity_check", _integrity),
+        _run(db, "foreign_keys", "PRAGMA foreign_key_check", _foreign_keys),
+        _run(db, "migrations", "every sql/ file applied and unchanged", _migrations),
     ]
-    checks[0].findings = _integrity(db)
-    checks[1].findings = _foreign_keys(db)
-    checks[2].findings = _migrations(db)
-    if checks[2].ok:  # the rest need the whole schema
+    if checks[-1].ok:  # the rest need the whole schema
         for name, description, fn in (
             ("counters", "run and wave counters equal a recount", _counters),
             ("orphan_assignments", "no assigned/running assignment without a live agent", _orphans),
             ("stale_agents", f"no agent silent for more than {stale_after_s:g}s", lambda d: _stale(d, stale_after_s)),
             ("unsettled_runs", "no run left running with nothing to run", _unsettled_runs),
+            ("malformed_json", "every stored JSON text is strict JSON", _malformed_json),
         ):
-            check = Check(name, description)
-            check.findings = fn(db)
-            checks.append(check)
+            checks.append(_run(db, name, description, fn))
     return checks
 
 

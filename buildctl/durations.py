@@ -4,21 +4,39 @@ from __future__ import annotations
 
 import re
 
-from buildctl.errors import UsageError
+from buildctl.errors import UsageError, quoted
+
+#: The longest duration accepted (an option such as --keep-logs): ten years. Longer is a
+#: slip of the keyboard, and a cut-off that far back is still a date the database can compute.
+MAX_SECONDS = 3650 * 86400.0
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
-def parse(text: str | int | float, *, what: str = "duration") -> float:
-    """Seconds in ``text``; a bare number means seconds. Refuses negatives and junk."""
+def parse(text: str | int | float, *, what: str = "duration", maximum: float = MAX_SECONDS) -> float:
+    """Seconds in ``text``; a bare number means seconds. Refuses negatives, junk, NaN, and
+    anything longer than ``maximum`` (naming the range) with a UsageError; a task file's
+    reader turns that into its own refusal."""
     if isinstance(text, bool):
         raise UsageError(f"invalid {what} {text!r}")
-    if isinstance(text, (int, float)):
-        if text < 0:
-            raise UsageError(f"invalid {what} {text!r}: must not be negative")
-        return float(text)
-    s = str(text).strip().lower().replace(" ", "")
+    if isinstance(text, int):
+        seconds = float(max(min(text, 2**1000), -(2**1000)))  # float() of a larger int raises OverflowError
+    elif isinstance(text, float):
+        seconds = text
+    else:
+        seconds = _parse_text(str(text), what)
+    if seconds != seconds:
+        raise UsageError(f"invalid {what} {quoted(text)}: not a number")
+    if seconds < 0:
+        raise UsageError(f"invalid {what} {quoted(text)}: must not be negative")
+    if seconds > maximum:
+        raise UsageError(f"invalid {what} {quoted(text)}: must be at most {limit(maximum)}")
+    return seconds
+
+
+def _parse_text(text: str, what: str) -> float:
+    s = text.strip().lower().replace(" ", "")
     if re.fullmatch(r"\d+(\.\d+)?", s):
         return float(s)
     pos, total = 0, 0.0
@@ -28,8 +46,15 @@ def parse(text: str | int | float, *, what: str = "duration") -> float:
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     if pos != len(s) or not s:
-        raise UsageError(f"invalid {what} {text!r}: use a number with a unit, e.g. 90s, 15m, 24h, 30d")
+        raise UsageError(f"invalid {what} {quoted(text)}: use a number with a unit, e.g. 90s, 15m, 24h, 30d")
     return total
+
+
+def limit(seconds: float) -> str:
+    """A bound for a message: '7d', '3650d', '90s'."""
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g}d"
+    return f"{seconds:g}s"
 
 
 def offset(seconds: float) -> str:

@@ -76,6 +76,15 @@ def scrub(text: str) -> str:
     return text
 
 
+def quoted(value, limit: int = 40) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters: a refused value
+    may be huge (and repr of an integer of more than 4300 digits raises)."""
+    if isinstance(value, int) and value.bit_length() > 4 * limit:
+        return f"an integer of {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def error_line(message: str) -> None:
     """The one `error: …` line on stderr (first line of the message, whitespace folded)."""
     first = scrub(" ".join(str(message).split("\n")[0].split())) or "unknown error"

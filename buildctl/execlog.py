@@ -1,7 +1,7 @@
 """The execution log: one lane per execution (B.3, SPEC §4), and the SIA trigger (B.8).
 
 Stdlib only, and cheap to import: ``log add`` runs on the lean hot path (SPEC §7),
-so even ``json`` is imported only by the functions that need it.
+so even ``jsonstrict`` (and ``json``) is imported only by the functions that need it.
 
 Every query names its execution (lane isolation). Reads order by (timestamp, id).
 """
@@ -32,12 +32,6 @@ ENDED_RUN_STATUSES = ("completed", "failed", "cancelled")
 DEFAULT_TAIL = 500
 
 
-def _dumps(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True)
-
-
 def check_type(event_type: str) -> None:
     if event_type not in EVENT_TYPES:
         raise InvalidInput(f"unknown event type {event_type!r}; expected one of: {', '.join(EVENT_TYPES)}")
@@ -51,26 +45,31 @@ def append(db: Database, execution_id: str, event_type: str, message: str, *, ta
     the same transaction as the change, so the log never disagrees with the tables.
     """
     check_type(event_type)
-    if context is not None and not isinstance(context, dict):
-        raise InvalidInput("log context must be a JSON object")
+    context_text = None
+    if context is not None:
+        if not isinstance(context, dict):
+            raise InvalidInput("log context must be a JSON object")
+        from buildctl import jsonstrict
+
+        context_text = jsonstrict.dumps(context, what="the log context")
     cur = db.execute(
         "INSERT INTO task_execution_log (execution_id, task_id, instance_id, timestamp, event_type, message, context) "
         f"VALUES (?, ?, ?, {NOW}, ?, ?, ?)",
-        (execution_id, task_id, instance_id, event_type, message, None if context is None else _dumps(context)),
+        (execution_id, task_id, instance_id, event_type, message, context_text),
     )
     return cur.lastrowid
 
 
 def parse_context(text: str | dict | None) -> dict | None:
     """``--context``: a JSON object, or refused with one line."""
-    if text is None or isinstance(text, dict):
-        return text
-    import json
+    if text is None:
+        return None
+    from buildctl import jsonstrict
 
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidInput(f"--context is not valid JSON: {exc}") from None
+    if isinstance(text, dict):
+        jsonstrict.check_value(text, what="--context")
+        return text
+    value = jsonstrict.loads(text, what="--context")
     if not isinstance(value, dict):
         raise InvalidInput(f"--context must be a JSON object, not {type(value).__name__ if value is not None else 'null'}")
     return value
@@ -102,12 +101,13 @@ def _filters(db: Database, run: dict, task: str | None, types, errors_only: bool
         check_type(t)
     if since_s is not None and since_s < 0:
         raise UsageError("--since must not be negative")
+    from buildctl import jsonstrict
     from buildctl.durations import offset
 
     return {
         "execution_id": run["execution_id"],
         "task_id": resolve.task(db, run, task)["id"] if task is not None else None,
-        "types": _dumps(types) if types else None,
+        "types": jsonstrict.dumps(types) if types else None,
         "errors_only": 1 if errors_only else 0,
         "since": offset(since_s) if since_s is not None else None,
     }
@@ -236,13 +236,8 @@ def failures(db: Database, execution_id: str, task: str | None = None, min_failu
 
 
 def _error_of(context_text: str | None):
-    if not context_text:
-        return None
-    import json
+    from buildctl import jsonstrict
 
-    try:
-        value = json.loads(context_text)
-    except ValueError:
-        return None
+    value = jsonstrict.stored(context_text)
     return value.get("error") if isinstance(value, dict) else None
 

@@ -7,7 +7,6 @@ Ctrl-C cancels the run so that every worker stops its child and exits.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from buildctl import storage
+from buildctl import jsonstrict, storage
 from buildctl.storage import Database
 
 @dataclass
@@ -58,7 +57,7 @@ def worker_command(location: str, execution_id: str, *, repo: str | None, checkp
     if checkpoints:
         cmd.append("--checkpoints")
     if config:
-        cmd += ["--config", json.dumps(config)]
+        cmd += ["--config", jsonstrict.dumps(config, what="--config")]
     return cmd
 
 

@@ -7,12 +7,13 @@ this module stays cheap.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
+
+from buildctl import jsonstrict
 
 #: Colors by status, shared by runs, waves, assignments, agents, tasks and log events.
 STATUS_STYLES = {
@@ -48,7 +49,8 @@ STATUS_STYLES = {
     "discovery_recorded": "cyan",
 }
 
-#: Columns holding JSON text in the database, decoded into objects in --json output.
+#: Columns holding JSON text in the database, decoded into objects in --json output
+#: (a stored text that is not strict JSON is shown as it is, as a string).
 JSON_TEXT_KEYS = {
     "config", "error_context", "context", "files_snapshot", "metadata",
     "conflict_details", "suggested_tasks", "attempt_1_context", "attempt_2_context",
@@ -66,28 +68,32 @@ def _is_time_key(key: str) -> bool:
     return key.endswith("_at") or key in ("timestamp", "last_heartbeat", "attempt_1_time", "attempt_2_time")
 
 
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
 def jsonable(value: Any) -> Any:
-    """Timestamps to ISO-8601 UTC, JSON-text columns to objects, recursively."""
+    """Timestamps to ISO-8601 UTC, JSON-text columns to objects, recursively. A float that
+    JSON cannot hold (an old row's ``inf`` in a REAL column) becomes the string "Infinity"."""
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if isinstance(v, str) and _is_time_key(k):
                 out[k] = iso(v)
             elif isinstance(v, str) and k in JSON_TEXT_KEYS:
-                try:
-                    out[k] = json.loads(v)
-                except ValueError:
-                    out[k] = v
+                out[k] = jsonstrict.stored(v, v)
             else:
                 out[k] = jsonable(v)
         return out
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
+    if isinstance(value, float) and value - value != 0:  # NaN or ±inf
+        return _NON_FINITE[repr(value)]
     return value
 
 
 def json_text(data: Any, *, indent: int | None = 2) -> str:
-    return json.dumps(jsonable(data), indent=indent, ensure_ascii=False, default=str)
+    """Strict JSON (never NaN or Infinity), keys in the order the domain gave them."""
+    return jsonstrict.dumps(jsonable(data), what="the output", sort_keys=False, indent=indent, default=str)
 
 
 def print_json(data: Any) -> None:

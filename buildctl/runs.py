@@ -7,9 +7,8 @@ Domain functions return plain data and never print. Each write is one short
 
 from __future__ import annotations
 
-import json
 import os
-from buildctl import assignments, execlog, ids, planning, resolve, tasklists
+from buildctl import assignments, execlog, ids, jsonstrict, planning, resolve, tasklists
 from buildctl.errors import Conflict, InvalidInput, NotFound, UsageError
 from buildctl.states import (ASSIGNMENT_HELD, RUN_ACTIVE, RUN_GOING, RUN_STATUSES, TRIGGERS, WAVE_OPEN,
                              sql_list)
@@ -177,7 +176,7 @@ def _cache_pairs(db: Database, list_id: str, plan: planning.Plan, display: dict[
             "threshold": threshold,
             "later_in_file": display[c.second],
         }
-        rows.append((a, b, json.dumps(details, sort_keys=True)))
+        rows.append((a, b, jsonstrict.dumps(details, what="a file conflict")))
     db.conn.executemany(
         "INSERT INTO parallelism_analysis (task_a_id, task_b_id, can_parallel, conflict_type, conflict_details, analyzed_at) "
         f"VALUES (?, ?, 0, 'file_conflict', ?, {NOW}) "

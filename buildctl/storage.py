@@ -448,6 +448,10 @@ def configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous = NORMAL")
 
 
+def _no_database(path: str) -> NeedsMigration:
+    return NeedsMigration(f"no database at {path}; run `buildctl migrate` to create it")
+
+
 def connect(location: str | None = None, *, create: bool = False, check_schema: bool = True) -> Database:
     """Open the database at ``location`` (resolved as SPEC §2 says).
 
@@ -471,7 +475,7 @@ def _connect_sqlite(location: str, create: bool) -> SQLiteDatabase:
     path = os.path.expanduser(location)
     if not os.path.exists(path):
         if not create:
-            raise NeedsMigration(f"no database at {path}; run `buildctl migrate` to create it")
+            raise _no_database(path)
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         # Created 0600 before SQLite opens it; SQLite gives -wal/-shm the same mode.
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, stat.S_IRUSR | stat.S_IWUSR)
@@ -581,6 +585,27 @@ def _pg_adapters() -> Any:
     adapters.register_dumper(bool, BoolAsIntDumper)
     _pg_adapters_cache.append(adapters)
     return adapters
+
+
+def open_existing(location: str | None = None) -> Database:
+    """Open the database as it is, for ``doctor``: no WAL switch and no schema check, so a
+    damaged file (or one that is not a database at all) opens and its checks report the
+    damage. Refuses, with one line, only a database that is missing or cannot be opened."""
+    location = resolve_location(location)
+    if is_postgres(location):
+        return _connect_postgres(location)
+    path = os.path.expanduser(location)
+    if not os.path.exists(path):
+        raise _no_database(path)
+    if os.path.isdir(path):
+        raise DatabaseError(f"cannot open the database ({path}): it is a folder, not a file")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                               isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from exc
+    return SQLiteDatabase(conn, str(path))
 
 
 def applied_migrations(db: Database) -> dict[str, dict]:

@@ -7,18 +7,21 @@ transaction (task_lists_v2, tasks, task_relationships, task_file_impacts).
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildctl import durations, ids, planning, resolve
-from buildctl.errors import InvalidInput, NotFound, UsageError
+from buildctl import durations, ids, jsonstrict, planning, resolve
+from buildctl.errors import InvalidInput, NotFound, UsageError, quoted
 from buildctl.storage import NOW, Database
 
 DEFAULT_TIMEOUT_S = 300.0
+#: A task's timeout may not exceed a week: longer is a typo, and no worker lives that long.
+MAX_TIMEOUT_S = 7 * 86400.0
+#: The range of max_parallel_agents: a machine runs thousands of agents at most.
+MAX_PARALLEL_AGENTS = 10_000
 DEFAULT_CONFIDENCE = 0.5
 IMPACT_SOURCES = ("user_declared", "ai_estimate", "pattern_match", "validated")
 
@@ -90,15 +93,22 @@ def _format_of(p: Path, text: str) -> str:
 
 
 def parse_text(text: str, shown: str, fmt: str) -> Any:
+    """The parsed file: strict JSON (jsonstrict), or TOML held to the same rules (finite
+    numbers, bounded nesting and size); refused with one InvalidInput naming the file."""
     if fmt == "json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{shown}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        return jsonstrict.loads(text, what=shown, max_chars=jsonstrict.MAX_FILE_CHARS)
+    if len(text) > jsonstrict.MAX_FILE_CHARS:
+        raise InvalidInput(f"{shown}: {len(text)} characters is more than the limit of {jsonstrict.MAX_FILE_CHARS}")
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"{shown}: invalid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table, in pure Python: the error
+        # is raised before anything was built, and the depth check below would refuse it anyway.
+        raise InvalidInput(f"{shown}: invalid TOML: nested more than {jsonstrict.MAX_DEPTH} levels deep") from None
+    jsonstrict.check_value(data, what=shown)
+    return data
 
 
 def _type_name(v: Any) -> str:
@@ -143,8 +153,9 @@ def validate(data: Any, shown: str = "<input>") -> TaskListSpec:
     if description is not None and not isinstance(description, str):
         raise bad("top level", f"'description' must be a string, not {_type_name(description)}")
     mpa = data.get("max_parallel_agents", 3)
-    if not isinstance(mpa, int) or isinstance(mpa, bool) or mpa < 1:
-        raise bad("top level", f"'max_parallel_agents' must be an integer >= 1, not {mpa!r}")
+    if not isinstance(mpa, int) or isinstance(mpa, bool) or not 1 <= mpa <= MAX_PARALLEL_AGENTS:
+        raise bad("top level", f"'max_parallel_agents' must be an integer between 1 and {MAX_PARALLEL_AGENTS}, "
+                               f"not {quoted(mpa)}")
     raw_tasks = data.get("tasks")
     if raw_tasks is None:
         raise bad("top level", "no tasks: add at least one [[tasks]] entry")
@@ -196,11 +207,12 @@ def validate(data: Any, shown: str = "<input>") -> TaskListSpec:
             if not (isinstance(timeout, str) or _is_number(timeout)):
                 raise bad(label, f"'timeout' must be a duration like \"5m\" or a number of seconds, not {_type_name(timeout)}")
             try:
-                timeout_s = durations.parse(timeout, what="timeout")
+                timeout_s = durations.parse(timeout, what="timeout", maximum=MAX_TIMEOUT_S)
             except UsageError as exc:
                 raise bad(label, str(exc)) from None
             if timeout_s <= 0:
-                raise bad(label, f"'timeout' must be greater than zero, not {timeout!r}")
+                raise bad(label, f"'timeout' must be greater than 0 and at most {durations.limit(MAX_TIMEOUT_S)}, "
+                                 f"not {quoted(timeout)}")
         deps = raw.get("depends_on", [])
         if not isinstance(deps, list):
             raise bad(label, f"'depends_on' must be a list of task ids, not {_type_name(deps)}")
@@ -232,16 +244,16 @@ def validate(data: Any, shown: str = "<input>") -> TaskListSpec:
             if op is None:
                 raise bad(flabel, "missing 'op'")
             if not isinstance(op, str) or op.strip().upper() not in planning.OPERATIONS:
-                raise bad(flabel, f"bad operation {op!r} (expected one of: {', '.join(planning.OPERATIONS)})")
+                raise bad(flabel, f"bad operation {quoted(op)} (expected one of: {', '.join(planning.OPERATIONS)})")
             op = op.strip().upper()
             conf = f.get("confidence", DEFAULT_CONFIDENCE)
             if not _is_number(conf):
                 raise bad(flabel, f"'confidence' must be a number between 0 and 1, not {_type_name(conf)}")
-            if not (0 <= conf <= 1):
-                raise bad(flabel, f"confidence {conf!r} is outside 0..1")
+            if not (0 <= conf <= 1):  # NaN fails this too
+                raise bad(flabel, f"confidence {quoted(conf)} is outside 0..1")
             source = f.get("source", "user_declared")
             if source not in IMPACT_SOURCES:
-                raise bad(flabel, f"bad source {source!r} (expected one of: {', '.join(IMPACT_SOURCES)})")
+                raise bad(flabel, f"bad source {quoted(source)} (expected one of: {', '.join(IMPACT_SOURCES)})")
             key = (path, op)
             if key in seen_impacts:
                 raise bad(flabel, f"duplicate impact {op} {path!r}")

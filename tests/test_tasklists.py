@@ -127,9 +127,17 @@ BAD = {
                           "'depends_on' must be a list of task ids, not a string"),
     "files_not_list": ({"name": "x", "tasks": [{**task("A"), "files": "a.py"}]}, "'files' must be a list"),
     "bad_timeout": ({"name": "x", "tasks": [task("A", timeout="5 parsecs")]}, "task A (tasks[0]): invalid timeout"),
-    "zero_timeout": ({"name": "x", "tasks": [task("A", timeout="0s")]}, "'timeout' must be greater than zero"),
+    "zero_timeout": ({"name": "x", "tasks": [task("A", timeout="0s")]}, "'timeout' must be greater than 0 and at most 7d"),
+    "week_plus_timeout": ({"name": "x", "tasks": [task("A", timeout="8d")]},
+                          "task A (tasks[0]): invalid timeout '8d': must be at most 7d"),
+    "huge_timeout": ({"name": "x", "tasks": [task("A", timeout=1e300)]}, "task A (tasks[0]): invalid timeout 1e+300"),
+    "huge_digit_timeout": ({"name": "x", "tasks": [task("A", timeout="9" * 400 + "s")]},
+                           "999…: must be at most 7d"),
     "bool_timeout": ({"name": "x", "tasks": [task("A", timeout=True)]}, "'timeout' must be a duration"),
-    "max_parallel_zero": ({"name": "x", "max_parallel_agents": 0, "tasks": [task("A")]}, "'max_parallel_agents' must be an integer >= 1"),
+    "max_parallel_zero": ({"name": "x", "max_parallel_agents": 0, "tasks": [task("A")]},
+                          "'max_parallel_agents' must be an integer between 1 and 10000, not 0"),
+    "max_parallel_huge": ({"name": "x", "max_parallel_agents": 99999999999999999999999, "tasks": [task("A")]},
+                          "'max_parallel_agents' must be an integer between 1 and 10000, not 99999999999999999999999"),
     "missing_name": ({"tasks": [task("A")]}, "top level: missing 'name'"),
     "no_tasks": ({"name": "x", "tasks": []}, "no tasks"),
     "tasks_not_list": ({"name": "x", "tasks": {"id": "A"}}, "'tasks' must be a list of tables"),
@@ -175,7 +183,7 @@ def test_syntax_errors_and_missing_files(cli, migrated, tmp_path):
     bad_json.write_text('{"name": "x", "tasks": [}')
     assert_refused(cli("tasks", "import", tmp_path / "nope.toml"), exitcodes.USAGE, "no such task-list file")
     assert snapshot(migrated) == before
-    with pytest.raises(InvalidInput, match=f"{bad_json}: invalid JSON at line 1"):
+    with pytest.raises(InvalidInput, match=f"{bad_json} is not valid JSON: Expecting value: line 1 column 25"):
         tasklists.load_file(bad_json)
     with pytest.raises(UsageError, match="not a file"):
         tasklists.load_file(tmp_path)

@@ -60,7 +60,10 @@ def execute(cmd: grammar.Command, values: dict, location: str | None) -> int:
     if cmd.database is None:
         result = cmd.runner(location, values)
     else:
-        db = storage.connect(location, create=cmd.database == "create", check_schema=cmd.database == "current")
+        if cmd.database == "any":  # doctor: open even a damaged file, as it is, to report on it
+            db = storage.open_existing(location)
+        else:
+            db = storage.connect(location, create=cmd.database == "create", check_schema=cmd.database == "current")
         try:
             result = cmd.runner(db, values)
         finally:

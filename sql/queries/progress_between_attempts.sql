@@ -8,7 +8,9 @@
 -- the consecutive failures, those after the task's last task_completed.
 --
 -- "The error" is context.error; an event without one is compared by its message
--- (the appendix's `=` on two NULLs would call every such pair "changed").
+-- (the appendix's `=` on two NULLs would call every such pair "changed"), and so
+-- is an event whose context is not valid JSON (a row written by an old version):
+-- json_extract on it would fail the whole query.
 WITH failures AS (
   SELECT tel.id, tel.timestamp, tel.context, tel.message,
          ROW_NUMBER() OVER (ORDER BY tel.timestamp, tel.id) AS attempt
@@ -29,8 +31,8 @@ SELECT
   tel2.context as attempt_2_context,
   -- Compare error messages
   CASE
-    WHEN COALESCE(json_extract(tel1.context, '$.error'), tel1.message)
-      IS COALESCE(json_extract(tel2.context, '$.error'), tel2.message)
+    WHEN COALESCE(CASE WHEN json_valid(tel1.context) THEN json_extract(tel1.context, '$.error') END, tel1.message)
+      IS COALESCE(CASE WHEN json_valid(tel2.context) THEN json_extract(tel2.context, '$.error') END, tel2.message)
     THEN 0 ELSE 1
   END as error_changed
 FROM failures tel1
