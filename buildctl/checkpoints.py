@@ -33,7 +33,7 @@ from typing import Any
 from buildctl import execlog, gitrepo, ids, jsonstrict, resolve
 from buildctl.errors import BuildctlError, Conflict, GitError, InvalidInput
 from buildctl.gitrepo import GITLINK, Entry, Repo
-from buildctl.storage import NOW, Database
+from buildctl.storage import Database
 
 #: What a restore does to one path (also the --dry-run vocabulary).
 CHANGE_KINDS = ("modified", "mode", "recreated", "removed")
@@ -126,7 +126,7 @@ def _record(db: Database, repo: Repo, cap: _Captured, *, execution_id: str, task
         with db.write():
             db.execute(
                 "INSERT INTO checkpoints (id, execution_id, task_id, instance_id, git_ref, created_at, files_snapshot, metadata) "
-                f"VALUES (?, ?, ?, ?, ?, {NOW}, ?, ?)",
+                f"VALUES (?, ?, ?, ?, ?, {db.sql.now}, ?, ?)",
                 (cp_id, execution_id, task["id"], agent_id, commit, jsonstrict.dumps(files), jsonstrict.dumps(metadata)),
             )
             what = f"automatic checkpoint before restoring {restore_of}" if kind == "pre-restore" else "checkpoint"
@@ -170,7 +170,7 @@ def list_checkpoints(db: Database, execution: str, task: str | None = None) -> l
     rows = db.query(
         "SELECT c.id, c.execution_id, c.task_id, t.display_id AS task, c.instance_id, c.git_ref, c.created_at, "
         f"{db.sql.json_array_length('c.files_snapshot')} AS file_count, c.metadata "
-        f"FROM checkpoints c LEFT JOIN tasks t ON t.id = c.task_id WHERE {where} ORDER BY c.created_at, c.rowid",
+        f"FROM checkpoints c LEFT JOIN tasks t ON t.id = c.task_id WHERE {where} ORDER BY c.created_at, c.id",
         params,
     )
     for r in rows:

@@ -62,7 +62,7 @@ def collect(db: Database, stale_after_s: float = DEFAULT_STALE_S) -> list[dict]:
             f"WHERE status IN {live}")
         stale = len(db.named("stale_agents", {"threshold": offset(stale_after_s), "execution_id": None}))
         events = db.query("SELECT event_type, COUNT(*) AS n FROM task_execution_log GROUP BY event_type")
-        size = database_size(db)
+        size = db.size_bytes()
 
     per_run: dict[str, dict] = {}
     for t in tasks:
@@ -89,13 +89,6 @@ def collect(db: Database, stale_after_s: float = DEFAULT_STALE_S) -> list[dict]:
                 _by(events, "event_type", states.EVENT_TYPES, "type")),
         _family("database_size_bytes", "Size of the database.", [({}, size)]),
     ]
-
-
-def database_size(db: Database) -> int:
-    """Bytes used by the database: pages × page size on SQLite, pg_database_size on PostgreSQL."""
-    if db.sql.name == "postgres":
-        return int(db.scalar("SELECT pg_database_size(current_database())"))
-    return int(db.scalar("PRAGMA page_count")) * int(db.scalar("PRAGMA page_size"))
 
 
 # --------------------------------------------------------------------------- the text format

@@ -12,7 +12,7 @@ from buildctl import assignments, execlog, ids, jsonstrict, planning, resolve, t
 from buildctl.errors import Conflict, InvalidInput, NotFound, UsageError
 from buildctl.states import (ASSIGNMENT_HELD, RUN_ACTIVE, RUN_GOING, RUN_STATUSES, TRIGGERS, WAVE_OPEN,
                              sql_list)
-from buildctl.storage import NOW, Database
+from buildctl.storage import Database
 
 
 
@@ -111,8 +111,8 @@ def _plan_and_insert(db: Database, list_id: str, *, triggered_by: str, threshold
                            (list_id,))
     execution_id = ids.new_id("execution")
     db.execute(
-        "INSERT INTO task_list_execution_runs (execution_id, task_list_id, run_number, status, triggered_by, total_tasks) "
-        "VALUES (?, ?, ?, 'pending', ?, ?)",
+        "INSERT INTO task_list_execution_runs (execution_id, task_list_id, run_number, status, triggered_by, total_tasks, "
+        f"created_at) VALUES (?, ?, ?, 'pending', ?, ?, {db.sql.now})",
         (execution_id, list_id, run_number, triggered_by, len(order)),
     )
     wave_rows, assignment_rows = [], []
@@ -120,13 +120,13 @@ def _plan_and_insert(db: Database, list_id: str, *, triggered_by: str, threshold
         wave_id = ids.new_id("wave")
         wave_rows.append((wave_id, execution_id, number, len(wave)))
         assignment_rows.extend((wave_id, task_id) for task_id in wave)
-    db.conn.executemany(
+    db.executemany(
         "INSERT INTO parallel_execution_waves (wave_id, execution_id, wave_number, status, task_count) "
         "VALUES (?, ?, ?, 'pending', ?)", wave_rows)
-    db.conn.executemany("INSERT INTO wave_task_assignments (wave_id, task_id, status) VALUES (?, ?, 'pending')",
+    db.executemany("INSERT INTO wave_task_assignments (wave_id, task_id, status) VALUES (?, ?, 'pending')",
                         assignment_rows)
     db.execute(
-        f"UPDATE tasks SET status = 'pending', updated_at = {NOW} WHERE task_list_id = ? AND status <> 'completed' "
+        f"UPDATE tasks SET status = 'pending', updated_at = {db.sql.now} WHERE task_list_id = ? AND status <> 'completed' "
         "AND status <> 'pending'", (list_id,))
     _cache_pairs(db, list_id, plan, display, threshold)
     assignments.list_status_for_run(db, list_id)
@@ -177,9 +177,9 @@ def _cache_pairs(db: Database, list_id: str, plan: planning.Plan, display: dict[
             "later_in_file": display[c.second],
         }
         rows.append((a, b, jsonstrict.dumps(details, what="a file conflict")))
-    db.conn.executemany(
+    db.executemany(
         "INSERT INTO parallelism_analysis (task_a_id, task_b_id, can_parallel, conflict_type, conflict_details, analyzed_at) "
-        f"VALUES (?, ?, 0, 'file_conflict', ?, {NOW}) "
+        f"VALUES (?, ?, 0, 'file_conflict', ?, {db.sql.now}) "
         "ON CONFLICT(task_a_id, task_b_id) DO UPDATE SET can_parallel = 0, conflict_type = 'file_conflict', "
         "conflict_details = excluded.conflict_details, analyzed_at = excluded.analyzed_at",
         rows,
@@ -190,7 +190,7 @@ def _cache_pairs(db: Database, list_id: str, plan: planning.Plan, display: dict[
 
 _RUN_COLUMNS = (
     "r.execution_id, r.task_list_id, l.name AS task_list_name, r.run_number, r.status, r.triggered_by, "
-    "r.total_tasks, r.completed_tasks, r.failed_tasks, r.skipped_tasks, r.started_at, r.completed_at"
+    "r.total_tasks, r.completed_tasks, r.failed_tasks, r.skipped_tasks, r.created_at, r.started_at, r.completed_at"
 )
 
 
@@ -206,7 +206,7 @@ def list_runs(db: Database, *, list_ref: str | None = None, status: str | None =
         where.append("r.task_list_id = ?")
         params.append(resolve.task_list(db, list_ref)["id"])
     sql = (f"SELECT {_RUN_COLUMNS} FROM task_list_execution_runs r JOIN task_lists_v2 l ON l.id = r.task_list_id "
-           + ("WHERE " + " AND ".join(where) + " " if where else "") + "ORDER BY r.rowid")
+           + ("WHERE " + " AND ".join(where) + " " if where else "") + "ORDER BY r.created_at, r.run_number, r.execution_id")
     return db.query(sql, params)
 
 
@@ -316,12 +316,12 @@ def cancel(db: Database, value: str) -> dict:
             "SELECT a.id AS assignment_id, t.display_id, a.instance_id FROM wave_task_assignments a "
             "JOIN parallel_execution_waves w ON w.wave_id = a.wave_id JOIN tasks t ON t.id = a.task_id "
             f"WHERE w.execution_id = ? AND a.status IN {sql_list(ASSIGNMENT_HELD)} ORDER BY a.id", (execution_id,))
-        db.execute(f"UPDATE task_list_execution_runs SET status = 'cancelled', completed_at = {NOW} WHERE execution_id = ?",
+        db.execute(f"UPDATE task_list_execution_runs SET status = 'cancelled', completed_at = {db.sql.now} WHERE execution_id = ?",
                    (execution_id,))
         skipped = assignments.skip_pending(db, execution_id, pending, reason="run_cancelled",
                                            message="{task} skipped: the run was cancelled")
         db.execute(
-            f"UPDATE parallel_execution_waves SET status = 'cancelled', completed_at = {NOW} "
+            f"UPDATE parallel_execution_waves SET status = 'cancelled', completed_at = {db.sql.now} "
             f"WHERE execution_id = ? AND status IN {sql_list(WAVE_OPEN)}", (execution_id,))
         assignments.list_status_for_run(db, run["task_list_id"])
         execlog.append(

@@ -15,7 +15,7 @@ from typing import Any
 
 from buildctl import durations, ids, jsonstrict, planning, resolve
 from buildctl.errors import InvalidInput, NotFound, UsageError, quoted
-from buildctl.storage import NOW, Database
+from buildctl.storage import Database
 
 DEFAULT_TIMEOUT_S = 300.0
 #: A task's timeout may not exceed a week: longer is a typo, and no worker lives that long.
@@ -294,7 +294,7 @@ def insert_spec(db: Database, spec: TaskListSpec) -> str:
     list_id = ids.new_id("list")
     db.execute(
         "INSERT INTO task_lists_v2 (id, name, description, status, max_parallel_agents, source_file, created_at, updated_at) "
-        f"VALUES (?, ?, ?, 'ready', ?, ?, {NOW}, {NOW})",
+        f"VALUES (?, ?, ?, 'ready', ?, ?, {db.sql.now}, {db.sql.now})",
         (list_id, spec.name, spec.description, spec.max_parallel_agents, spec.source_file),
     )
     task_ids: dict[str, str] = {}
@@ -303,19 +303,19 @@ def insert_spec(db: Database, spec: TaskListSpec) -> str:
         tid = ids.new_id("task")
         task_ids[t.id] = tid
         rows.append((tid, t.id, list_id, t.title, t.description, t.command, t.validate, t.timeout_s, pos))
-    db.conn.executemany(
+    db.executemany(
         "INSERT INTO tasks (id, display_id, task_list_id, title, description, command, validate_command, timeout_s, "
-        f"position, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', {NOW}, {NOW})",
+        f"position, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', {db.sql.now}, {db.sql.now})",
         rows,
     )
-    db.conn.executemany(
+    db.executemany(
         "INSERT INTO task_relationships (source_task_id, target_task_id, relationship_type, created_at) "
-        f"VALUES (?, ?, 'depends_on', {NOW})",
+        f"VALUES (?, ?, 'depends_on', {db.sql.now})",
         [(task_ids[t.id], task_ids[d]) for t in spec.tasks for d in t.depends_on],
     )
-    db.conn.executemany(
+    db.executemany(
         "INSERT INTO task_file_impacts (task_id, file_path, operation, confidence, source, created_at) "
-        f"VALUES (?, ?, ?, ?, ?, {NOW})",
+        f"VALUES (?, ?, ?, ?, ?, {db.sql.now})",
         [(task_ids[t.id], f.path, f.op, f.confidence, f.source) for t in spec.tasks for f in t.files],
     )
     return list_id

@@ -48,8 +48,8 @@ def seed_run(conn, execution_id="ex_seed", list_id="tl_seed", status="running", 
     """``completed_at``: UTC text ('2026-01-01 00:00:00') or None."""
     d = _sql(conn)
     conn.execute(
-        "INSERT INTO task_list_execution_runs (execution_id, task_list_id, run_number, status, started_at, completed_at, triggered_by) "
-        f"VALUES (?, ?, ?, ?, {d.now}, {d.utc('?')}, 'user')",
+        "INSERT INTO task_list_execution_runs (execution_id, task_list_id, run_number, status, created_at, started_at, "
+        f"completed_at, triggered_by) VALUES (?, ?, ?, ?, {d.now}, {d.now}, {d.utc('?')}, 'user')",
         (execution_id, list_id, run_number, status, completed_at),
     )
     return execution_id

@@ -182,4 +182,4 @@ def test_database_size_is_page_count_times_page_size(db, migrated):
     conn = sqlite3.connect(migrated)
     expected = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
     conn.close()
-    assert metrics.database_size(db) == expected
+    assert db.size_bytes() == expected

@@ -341,7 +341,7 @@ def test_status_and_applied_on_a_blank_database(pg_blank_location):
         migrations.apply(db, upto="072_grouping_suggestions.sql")
         states = {s.name: s.state for s in migrations.status(db)}
         assert states["072_grouping_suggestions.sql"] == "applied" and states["073_parallel_execution.sql"] == "pending"
-        with pytest.raises(Exception, match=r"is behind \(7 pending migration\(s\), first 073"):
+        with pytest.raises(Exception, match=r"is behind \(\d+ pending migration\(s\), first 073"):
             storage.ensure_current(db)
     finally:
         db.close()
