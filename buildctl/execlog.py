@@ -120,7 +120,13 @@ def parse_context(text: str | dict | None) -> dict | None:
 
 def add(db: Database, execution_id: str, type: str, message: str, task: str | None = None,
         agent: str | None = None, context_json: str | dict | None = None) -> int:
-    """``log add``: append one event to a lane after validating everything; returns the event id."""
+    """``log add``: append one event to a lane after validating everything; returns the event id.
+
+    An event written as an agent (``agent``) of a cancelled run is refused (Conflict):
+    like its heartbeat, that is how a script driving an agent learns to stop (SPEC §4
+    "Cancel reaches every agent"). Without ``agent`` the lane stays open to notes by
+    people and tools, a cancelled run's post-mortem included.
+    """
     check_type(type)
     if message is None or not str(message).strip():
         raise InvalidInput("the message is empty")
@@ -129,6 +135,8 @@ def add(db: Database, execution_id: str, type: str, message: str, task: str | No
         run = resolve_execution(db, execution_id)
         task_id = resolve_task(db, run, task) if task is not None else None
         instance_id = resolve_agent_in(db, run, agent) if agent is not None else None
+        if instance_id is not None and run["status"] == "cancelled":
+            raise Conflict(f"run {run['execution_id']} was cancelled: agent {instance_id} must stop (event refused)")
         return append(db, run["execution_id"], type, message, task_id=task_id, instance_id=instance_id, context=context)
 
 
