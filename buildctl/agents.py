@@ -325,8 +325,10 @@ def finish(db: Database, instance_id: str, status: str, error: str | None = None
     with db.write():
         agent = _unended(db, instance_id, "has already ended ({status})")
         iid = agent["instance_id"]
+        max_retries = int(_config(agent)["maxRetries"])
         if keep_stuck and agent["status"] == "stuck":
-            return {"instance_id": iid, "status": "stuck", "released": []}
+            return {"instance_id": iid, "status": "stuck", "released": assignments.release_held(
+                db, iid, reason=f"agent {iid} was stuck and ended while holding the task", max_retries=max_retries)}
         error_context = None
         if error is not None:
             stamp = db.scalar(f"SELECT {db.sql.now_iso}")
@@ -340,7 +342,7 @@ def finish(db: Database, instance_id: str, status: str, error: str | None = None
                        task_id=agent["current_task_id"], instance_id=iid)
         released = assignments.release_held(
             db, iid, reason=f"agent {iid} finished ({status}) while holding the task" + (f": {error}" if error else ""),
-            max_retries=int(_config(agent)["maxRetries"]))
+            max_retries=max_retries)
     return {"instance_id": iid, "status": status, "released": released}
 
 
