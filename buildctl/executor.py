@@ -173,7 +173,8 @@ class _Pool:
         except Conflict:
             return True  # ended meanwhile (a peer found it stale): nothing held any more
         released = ", ".join(f"assignment {r['assignment_id']} {r['outcome']}" for r in ended["released"])
-        self.result.worker_errors.append(f"{message}; agent {w.agent_id} marked failed"
+        # The command prints these as `worker: …`.
+        self.result.worker_errors.append(f"pid {w.proc.pid} {how}; agent {w.agent_id} marked failed"
                                          + (f"; its task was released ({released})" if released else ""))
         return True
 
