@@ -7,7 +7,7 @@ Each command runs as its own process; its peak resident set size is its ``ru_max
 (else by polling /proc VmHWM). Measured:
 
 * ``agent work`` — one worker through a whole run of 200 no-op tasks (``--quick``: 50);
-  the lean worker entry ``python -m buildctl.worker`` when the command is not there;
+  ``python -m buildctl agent work`` when the console script is not there;
 * ``gc`` — ``buildctl gc`` with its defaults on a copy of the large fleet database
   (5 M heartbeats, 1 M log rows; ``--quick``: 500 k / 100 k), also timed;
 * ``log tail --follow`` — on the same large database, following the target run while
@@ -92,7 +92,7 @@ def _agent_work_argv(db: Path, ex: str) -> tuple[list[str], str]:
     probe = subprocess.run(common.buildctl() + ["agent", "work", "--help"], env=common.env(db), capture_output=True)
     if probe.returncode == 0:
         return common.buildctl() + ["agent", "work", ex], "buildctl agent work"
-    return [common.python(), "-m", "buildctl.worker", ex, "--db", str(db)], "python -m buildctl.worker"
+    return [common.python(), "-m", "buildctl", "agent", "work", ex, "--db", str(db)], "python -m buildctl agent work"
 
 
 def run(quick: bool = False) -> list[dict]:

@@ -12,113 +12,44 @@ from __future__ import annotations
 
 import os
 
-from buildctl import execlog, resolve
-from buildctl.errors import Conflict, InvalidInput, NotFound, UsageError, quoted
-from buildctl.storage import NOW
+from buildctl import execlog, resolve, states
+from buildctl.agentstate import (DEFAULT_CONFIG, config_from, mark_stuck,
+                                 parse_config)
+from buildctl.errors import Conflict, InvalidInput, NotFound, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only
-    from typing import Any
 
     from buildctl.storage import Database
 
-STATUSES = ("initializing", "running", "idle", "completed", "failed", "stuck")
-#: An agent in one of these has ended: heartbeats and finish are refused.
-ENDED = ("completed", "failed")
-#: What a heartbeat may set (completed/failed go through `agent finish`; stuck is for gc).
-HEARTBEAT_STATUSES = ("running", "idle")
-FINISH_STATUSES = ("completed", "failed")
-#: Judged stale by `agent stale` (SPEC §4).
-LIVE = ("initializing", "running", "idle")
-#: A run in one of these takes no new agents.
-RUN_CLOSED = ("completed", "failed", "cancelled")
-
-DEFAULT_CONFIG = {"maxRetries": 3, "heartbeatIntervalMs": 30000, "taskTimeoutMs": 300000, "validationTimeoutMs": 120000}
-#: Worker settings beyond SPEC §4's four: the backoff before each retry (1 s, 5 s, 15 s),
-#: how long a stopped child gets between SIGTERM and SIGKILL, and how long a worker
-#: that cannot write heartbeats keeps its child (the stale threshold).
-WORKER_CONFIG = {"retryBackoffMs": [1000, 5000, 15000], "killGraceMs": 5000, "staleAfterMs": 60000}
+STATUSES = states.AGENT_STATUSES
+#: An agent in one of these has finished: heartbeats and finish are refused.
+ENDED = states.AGENT_FINISHED
+HEARTBEAT_STATUSES = states.HEARTBEAT_STATUSES
+FINISH_STATUSES = states.FINISH_STATUSES
+#: Judged stale by `agent stale` (the fixed B.8 query).
+LIVE = states.AGENT_LIVE
 DEFAULT_STALE_S = 60.0
-#: The range of every config value (and of each retryBackoffMs step): milliseconds up to
-#: 7 days, at most 100 retries. Zero is refused where it would make the worker spin or
-#: stop every task at once (intervals, timeouts, the stale threshold).
-_WEEK_MS = 7 * 24 * 3600 * 1000
-CONFIG_RANGES = {
-    "maxRetries": (0, 100),
-    "heartbeatIntervalMs": (1, _WEEK_MS),
-    "taskTimeoutMs": (1, _WEEK_MS),
-    "validationTimeoutMs": (1, _WEEK_MS),
-    "retryBackoffMs": (0, _WEEK_MS),
-    "killGraceMs": (0, _WEEK_MS),
-    "staleAfterMs": (1, _WEEK_MS),
-}
-#: retryBackoffMs holds one step per retry at most.
-MAX_BACKOFF_STEPS = CONFIG_RANGES["maxRetries"][1]
-
-#: An ISO-8601 UTC timestamp from the database clock, for JSON documents we store.
-NOW_ISO = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 
 _AGENT = "SELECT * FROM build_agent_instances WHERE instance_id = ?"
 
 
 # --------------------------------------------------------------------------- lookups
 
+_FOR_WRITE = ("SELECT a.instance_id, a.execution_id, a.status, a.current_task_id, a.config, "
+              "r.status AS run_status, r.task_list_id FROM build_agent_instances a "
+              "JOIN task_list_execution_runs r ON r.execution_id = a.execution_id WHERE a.instance_id = ?")
+
+
 def _unended(db: Database, instance_id: str, refusal: str) -> dict:
-    """The agent, refused when it has finished."""
-    agent = resolve.agent(db, instance_id)
+    """The agent with its run's status (exact id first: the hot path's common case),
+    refused when it has finished."""
+    agent = db.one(_FOR_WRITE, (instance_id,))
+    if agent is None:
+        agent = db.one(_FOR_WRITE, (resolve.agent(db, instance_id)["instance_id"],))
     if agent["status"] in ENDED:
         raise Conflict(f"agent {agent['instance_id']} " + refusal.format(status=agent["status"]))
     return agent
-
-
-def _config(row: dict) -> dict:
-    """The stored config merged over the defaults. A stored value that is not valid JSON,
-    or a key whose value is out of range (a row written by an old version or by hand),
-    falls back to the default: a worker or a release never fails on one."""
-    from buildctl import jsonstrict
-
-    cfg = jsonstrict.stored(row.get("config"), {})
-    if not isinstance(cfg, dict):
-        cfg = {}
-    good = {}
-    for key, v in cfg.items():
-        try:
-            _check_config_value(key, v)
-        except InvalidInput:
-            continue
-        good[key] = v
-    return {**DEFAULT_CONFIG, **good}
-
-
-def _check_config_value(key: str, v: Any) -> None:
-    if key not in CONFIG_RANGES:
-        raise InvalidInput(f"unknown --config key {key!r}; expected one of: {', '.join(CONFIG_RANGES)}")
-    low, high = CONFIG_RANGES[key]
-    if key == "retryBackoffMs":
-        if (not isinstance(v, list) or not 1 <= len(v) <= MAX_BACKOFF_STEPS
-                or any(isinstance(x, bool) or not isinstance(x, int) or not low <= x <= high for x in v)):
-            raise InvalidInput(f"--config retryBackoffMs must be a list of 1 to {MAX_BACKOFF_STEPS} integers "
-                               f"between {low} and {high}, not {quoted(v)}")
-    elif isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-        raise InvalidInput(f"--config {key} must be an integer between {low} and {high}, not {quoted(v)}")
-
-
-def parse_config(value: str | dict | None) -> dict:
-    """SPEC §4 defaults merged with ``--config``: a strict JSON object of known keys, each
-    an integer in its range (``CONFIG_RANGES``)."""
-    from buildctl import jsonstrict
-
-    if value is None:
-        given = {}
-    elif isinstance(value, dict):
-        given = value
-    else:
-        given = jsonstrict.loads(value, what="--config")
-        if not isinstance(given, dict):
-            raise InvalidInput("--config must be a JSON object, e.g. '{\"maxRetries\": 5}'")
-    for key, v in given.items():
-        _check_config_value(key, v)
-    return {**DEFAULT_CONFIG, **given}
 
 
 # --------------------------------------------------------------------------- spawn
@@ -130,48 +61,87 @@ def spawn(db: Database, execution_id: str, wave: int | None = None, task: str | 
     Refused for an unknown, ended or cancelled run, a wave the run does not have,
     or a task that is not in the run (or not in ``wave``).
     """
-    from buildctl import ids, jsonstrict
+    cfg = parse_config(config)
+    _check_wave(wave)
+    with db.write():
+        return _spawn_in(db, execution_id, wave, task, cfg)[0]
+
+
+def spawn_for_task(db: Database, execution_id: str, task: str, *, wave: int | None = None,
+                   config: str | dict | None = None, context: dict | None = None) -> dict:
+    """`agent spawn EXEC --task T -- CMD`: register an agent and claim and start T for it,
+    in ONE transaction: a task that cannot be taken now (another agent won it, the
+    barrier, the limit) is refused (Conflict, with the reason) and leaves no agent behind.
+    Returns the claim (``assignments.claim_next``'s dict, with ``instance_id``)."""
+    from buildctl import assignments
 
     cfg = parse_config(config)
+    _check_wave(wave)
+    with db.write():
+        instance_id, ex, task_id = _spawn_in(db, execution_id, wave, task, cfg)
+        return assignments.claim_in(db, ex, instance_id, task_id, start=True, context=context)
+
+
+def _check_wave(wave) -> None:
     if wave is not None and (isinstance(wave, bool) or int(wave) < 1):
         raise UsageError(f"--wave must be at least 1, not {wave}")
-    with db.write():
-        run = resolve.execution(db, execution_id)
-        ex = run["execution_id"]
-        if run["status"] in RUN_CLOSED:
-            raise Conflict(f"execution {ex} is {run['status']}; it takes no new agents")
-        if wave is not None:
-            if not db.scalar("SELECT 1 FROM parallel_execution_waves WHERE execution_id = ? AND wave_number = ?",
-                             (ex, int(wave))):
-                raise NotFound(f"execution {ex} has no wave {int(wave)}")
-        task_id = None
-        if task is not None:
-            task_id = resolve.task(db, run, task)["id"]
-            waves = [r["wave_number"] for r in db.query(
-                "SELECT w.wave_number FROM wave_task_assignments a JOIN parallel_execution_waves w ON w.wave_id = a.wave_id "
-                "WHERE w.execution_id = ? AND a.task_id = ? ORDER BY w.wave_number", (ex, task_id))]
-            if not waves:
-                raise NotFound(f"task {task} is not in execution {ex}")
-            if wave is not None and int(wave) not in waves:
-                raise Conflict(f"task {task} is in wave {waves[0]} of execution {ex}, not wave {int(wave)}")
-            if wave is None:
-                wave = waves[0]
+
+
+def _spawn_in(db: Database, execution_id: str, wave: int | None, task: str | None, cfg: dict) -> tuple[str, str, str | None]:
+    """Insert the agent inside the caller's write: (instance id, execution id, task id)."""
+    from buildctl import ids, jsonstrict
+
+    run = resolve.execution(db, execution_id)
+    ex = run["execution_id"]
+    if run["status"] in states.RUN_ENDED:
+        raise Conflict(f"execution {ex} is {run['status']}; it takes no new agents")
+    if wave is not None:
+        if not db.scalar("SELECT 1 FROM parallel_execution_waves WHERE execution_id = ? AND wave_number = ?",
+                         (ex, int(wave))):
+            raise NotFound(f"execution {ex} has no wave {int(wave)}")
+    task_id = None
+    if task is not None:
+        task_id = resolve.task(db, run, task)["id"]
+        waves = [r["wave_number"] for r in db.query(
+            "SELECT w.wave_number FROM wave_task_assignments a JOIN parallel_execution_waves w ON w.wave_id = a.wave_id "
+            "WHERE w.execution_id = ? AND a.task_id = ? ORDER BY w.wave_number", (ex, task_id))]
+        if not waves:
+            raise NotFound(f"task {task} is not in execution {ex}")
+        if wave is not None and int(wave) not in waves:
+            raise Conflict(f"task {task} is in wave {waves[0]} of execution {ex}, not wave {int(wave)}")
         if wave is None:
-            # The run's current wave: the first one not yet ended (else the last, else 1).
-            wave = db.scalar(
-                "SELECT wave_number FROM parallel_execution_waves WHERE execution_id = ? "
-                "ORDER BY status IN ('pending', 'running') DESC, "
-                "CASE WHEN status IN ('pending', 'running') THEN wave_number ELSE -wave_number END LIMIT 1",
-                (ex,)) or 1
-        instance_id = ids.new_id("agent")
-        db.execute(
-            "INSERT INTO build_agent_instances (instance_id, execution_id, current_task_id, wave_number, status, "
-            f"spawned_at, config) VALUES (?, ?, ?, ?, 'initializing', {NOW}, ?)",
-            (instance_id, ex, task_id, int(wave), jsonstrict.dumps(cfg, what="--config")),
-        )
-        execlog.append(db, ex, "info", f"agent {instance_id} spawned (wave {int(wave)})", task_id=task_id,
-                       instance_id=instance_id, context={"wave": int(wave), "config": cfg})
-    return instance_id
+            wave = waves[0]
+    if wave is None:
+        # The run's current wave: the first one not yet ended (else the last, else 1).
+        wave = db.scalar(
+            "SELECT wave_number FROM parallel_execution_waves WHERE execution_id = ? "
+            "ORDER BY status IN ('pending', 'running') DESC, "
+            "CASE WHEN status IN ('pending', 'running') THEN wave_number ELSE -wave_number END LIMIT 1",
+            (ex,)) or 1
+    instance_id = ids.new_id("agent")
+    db.execute(
+        "INSERT INTO build_agent_instances (instance_id, execution_id, current_task_id, wave_number, status, "
+        f"spawned_at, config) VALUES (?, ?, ?, ?, 'initializing', {db.sql.now}, ?)",
+        (instance_id, ex, task_id, int(wave), jsonstrict.dumps(cfg)),
+    )
+    execlog.append(db, ex, "info", f"agent {instance_id} spawned (wave {int(wave)})", task_id=task_id,
+                   instance_id=instance_id, context={"wave": int(wave), "config": cfg})
+    return instance_id, ex, task_id
+
+
+def adopt(db: Database, instance_id: str, execution_id: str) -> dict:
+    """The registered agent a worker works as (`agent work EXEC --agent ID`; `run exec`
+    registers its workers' agents itself, so that it knows who died): its instance id,
+    execution id and config. Refused when unknown, of another run, or out of work."""
+    with db.read():
+        agent = resolve.agent(db, instance_id)
+        run = resolve.execution(db, execution_id)
+    iid = agent["instance_id"]
+    if agent["execution_id"] != run["execution_id"]:
+        raise Conflict(f"agent {iid} belongs to execution {agent['execution_id']}, not {run['execution_id']}")
+    if agent["status"] in states.AGENT_ENDED:
+        raise Conflict(f"agent {iid} is {agent['status']}; it cannot take new work")
+    return {"instance_id": iid, "execution_id": agent["execution_id"], "config": config_from(agent)}
 
 
 # --------------------------------------------------------------------------- heartbeat
@@ -192,10 +162,13 @@ def check_heartbeat_values(status=None, progress=None, memory_mb=None, cpu=None,
 
 def heartbeat(db: Database, instance_id: str, status: str | None = None, task: str | None = None,
               progress: int | None = None, memory_mb: float | None = None, cpu: float | None = None,
-              pid: int | None = None) -> dict:
+              pid: int | None = None, *, revive_stuck: bool = True) -> dict:
     """One heartbeat: an ``agent_heartbeats`` row plus ``last_heartbeat`` (and status/task
     when given) in one transaction. ``pid`` samples that process's memory and CPU
-    (explicit ``memory_mb``/``cpu`` win). Refused for an unknown or ended agent."""
+    (explicit ``memory_mb``/``cpu`` win). Refused (Conflict) for an unknown or ended
+    agent, and for an agent of a cancelled run: that refusal is how a script learns
+    to stop (SPEC §4 "Cancel reaches every agent"). A stuck agent goes back to running,
+    unless ``revive_stuck`` is false (a worker: its agent marked stuck stops instead)."""
     check_heartbeat_values(status, progress, memory_mb, cpu, pid)
     if pid is not None and (memory_mb is None or cpu is None):
         sampled_mem, sampled_cpu = sample_process(pid)
@@ -204,15 +177,18 @@ def heartbeat(db: Database, instance_id: str, status: str | None = None, task: s
     with db.write():
         agent = _unended(db, instance_id, "has ended ({status}); heartbeats are refused")
         iid = agent["instance_id"]
+        if agent["run_status"] == "cancelled":
+            raise Conflict(f"run {agent['execution_id']} was cancelled: agent {iid} must stop (heartbeat refused)")
+        was_stuck = agent["status"] == "stuck"
+        if was_stuck and not revive_stuck:
+            raise Conflict(f"agent {iid} was marked stuck (heartbeat refused)")
         task_id = agent["current_task_id"]
         if task is not None:
-            run = db.one("SELECT execution_id, task_list_id FROM task_list_execution_runs WHERE execution_id = ?",
-                         (agent["execution_id"],))
-            task_id = resolve.task(db, run, task)["id"]
-        was_stuck = agent["status"] == "stuck"
+            task_id = resolve.task(db, {"execution_id": agent["execution_id"],
+                                        "task_list_id": agent["task_list_id"]}, task)["id"]
         new_status = status or ("running" if was_stuck else agent["status"])
         now = db.scalar(
-            f"UPDATE build_agent_instances SET last_heartbeat = {NOW}, status = ?, current_task_id = ? "
+            f"UPDATE build_agent_instances SET last_heartbeat = {db.sql.now}, status = ?, current_task_id = ? "
             "WHERE instance_id = ? RETURNING last_heartbeat", (new_status, task_id, iid))
         cur = db.execute(
             "INSERT INTO agent_heartbeats (instance_id, timestamp, status, current_task_id, progress_percent, "
@@ -270,59 +246,45 @@ def _sample_psutil(pid: int) -> tuple[float, float]:
 
 # --------------------------------------------------------------------------- finish
 
-def finish(db: Database, instance_id: str, status: str, error: str | None = None) -> dict:
-    """End an agent: ``completed`` or ``failed`` (with an ``error_context`` when ``error``).
+def finish(db: Database, instance_id: str, status: str, error: str | None = None, *, context: dict | None = None,
+           keep_stuck: bool = False) -> dict:
+    """End an agent: ``completed`` or ``failed`` (with an ``error_context`` when ``error``;
+    ``context`` adds keys to it, e.g. the signal that killed a worker).
 
-    A task the agent still held (assigned/running) is released: back to pending if
-    retries remain, else failed. Refused for an unknown or already ended agent.
+    A task the agent still held (assigned/running) is released in the same transaction
+    (back to pending if retries remain, else failed): an ended agent never holds a task.
+    With ``keep_stuck``, a stuck agent stays stuck (its error_context says why; a worker
+    ending after its agent was marked stuck). Refused for an unknown or already ended agent.
     """
+    from buildctl import assignments
+
     if status not in FINISH_STATUSES:
         raise UsageError(f"invalid finish status {status!r}; expected one of: {', '.join(FINISH_STATUSES)}")
     with db.write():
         agent = _unended(db, instance_id, "has already ended ({status})")
         iid = agent["instance_id"]
+        max_retries = int(config_from(agent)["maxRetries"])
+        if keep_stuck and agent["status"] == "stuck":
+            return {"instance_id": iid, "status": "stuck", "released": assignments.release_held(
+                db, iid, reason=f"agent {iid} was stuck and ended while holding the task", max_retries=max_retries)}
         error_context = None
         if error is not None:
             from buildctl import jsonstrict
 
-            stamp = db.scalar(f"SELECT {NOW_ISO}")
+            stamp = db.scalar(f"SELECT {db.sql.now_iso}")
             error_context = jsonstrict.dumps({"code": "agent_failed" if status == "failed" else "agent_error",
-                                              "message": error, "taskId": agent["current_task_id"], "timestamp": stamp})
+                                              "message": error, "taskId": agent["current_task_id"], "timestamp": stamp,
+                                              **(context or {})})
         db.execute(
-            f"UPDATE build_agent_instances SET status = ?, completed_at = {NOW}, "
+            f"UPDATE build_agent_instances SET status = ?, completed_at = {db.sql.now}, "
             "error_context = COALESCE(?, error_context) WHERE instance_id = ?", (status, error_context, iid))
-        if status == "failed":
-            execlog.append(db, agent["execution_id"], "error",
-                           f"agent {iid} failed" + (f": {error}" if error else ""),
-                           task_id=agent["current_task_id"], instance_id=iid)
-        else:
-            execlog.append(db, agent["execution_id"], "info", f"agent {iid} completed" + (f": {error}" if error else ""),
-                           task_id=agent["current_task_id"], instance_id=iid)
-        held = db.query("SELECT id FROM wave_task_assignments WHERE instance_id = ? AND status IN ('assigned', 'running') "
-                        "ORDER BY id", (iid,))
-        cfg = config_of(db, iid) if held else None
-    released = []
-    for a in held:
-        released.append(_release(db, a["id"], iid, cfg, f"agent {iid} finished ({status}) while holding the task"
-                                 + (f": {error}" if error else "")))
-    return {"instance_id": iid, "status": status, "released": [r for r in released if r]}
-
-
-def config_of(db: Database, instance_id: str) -> dict:
-    """The agent's config: SPEC §4 defaults merged with what it was spawned with."""
-    return _config(db.one("SELECT config FROM build_agent_instances WHERE instance_id = ?", (instance_id,)) or {})
-
-
-def _release(db: Database, assignment_id: int, instance_id: str, cfg: dict, reason: str) -> dict | None:
-    """assignments.release in its own short transaction; None when someone else got there first."""
-    from buildctl import assignments
-
-    try:
-        outcome = assignments.release(db, assignment_id, reason=reason, max_retries=int(cfg["maxRetries"]),
-                                      instance_id=instance_id)
-    except (Conflict, NotFound):
-        return None
-    return {"assignment_id": assignment_id, "outcome": outcome}
+        execlog.append(db, agent["execution_id"], "error" if status == "failed" else "info",
+                       f"agent {iid} {status}" + (f": {error}" if error else ""),
+                       task_id=agent["current_task_id"], instance_id=iid)
+        released = assignments.release_held(
+            db, iid, reason=f"agent {iid} finished ({status}) while holding the task" + (f": {error}" if error else ""),
+            max_retries=max_retries)
+    return {"instance_id": iid, "status": status, "released": released}
 
 
 # --------------------------------------------------------------------------- list / show
@@ -390,55 +352,78 @@ def stale(db: Database, threshold_s: float = DEFAULT_STALE_S, execution_id: str 
 
 
 def mark_stale(db: Database, threshold_s: float = DEFAULT_STALE_S, execution_id: str | None = None) -> list[dict]:
-    """Set every stale agent ``stuck`` (with an ``error_context``) and release its task.
+    """`agent stale --mark`: ``recover`` and return the agents it marked stuck (each with
+    the assignments released from it)."""
+    return recover(db, threshold_s, execution_id)["marked"]
 
-    Each agent is marked in its own short transaction, re-checked inside it (an agent
-    that heartbeated meanwhile is left alone); each held assignment is then released
-    by ``assignments.release`` (its own transaction): back to pending if retries
-    remain, else failed. Assignments still held by agents that are already stuck (a
-    mark interrupted before its release) are released too. Returns the marked agents.
+
+def recover(db: Database, stale_after_s: float = DEFAULT_STALE_S, execution_id: str | None = None) -> dict:
+    """Give back the work of agents that cannot do it (SPEC §4 "Runs heal themselves"):
+
+    - every stale live agent (the lease expired: no heartbeat for ``stale_after_s`` by
+      the database clock) is marked stuck, with an ``error_context``, and its tasks
+      released, in ONE transaction per agent, re-checked inside it (an agent that
+      heartbeated meanwhile is left alone);
+    - every task still held by an agent that has ended (completed, failed, stuck) or
+      does not exist is released, one transaction per agent.
+
+    A release is a failed attempt: back to pending while retries remain, else failed
+    with its dependents skipped. `agent stale --mark`, gc and every idle worker (for its
+    own run) call this. Returns ``{"marked": [agent rows with "released"],
+    "released": [{"instance_id", "agent_status", "assignment_id", "outcome"}]}``.
     """
-    from buildctl import jsonstrict
+    from buildctl import assignments, jsonstrict
     from buildctl.durations import offset
 
-    candidates = stale(db, threshold_s, execution_id)
-    modifier = offset(threshold_s)
-    reason = f"agent stale: no heartbeat for more than {threshold_s:g} s"
+    candidates = stale(db, stale_after_s, execution_id)  # validates the threshold and the run
+    ex = resolve.execution(db, execution_id)["execution_id"] if execution_id is not None else None
+    cutoff = offset(stale_after_s)
     marked = []
     for cand in candidates:
         iid = cand["instance_id"]
         with db.write():
             row = db.one(
-                "SELECT instance_id, execution_id, status, current_task_id, config, "
-                "  CAST((julianday('now') - julianday(COALESCE(last_heartbeat, spawned_at))) * 86400 AS INTEGER) AS silent_s "
-                "FROM build_agent_instances WHERE instance_id = ? AND status IN ('initializing', 'running', 'idle') "
-                "  AND COALESCE(last_heartbeat, spawned_at) < strftime('%Y-%m-%d %H:%M:%f', 'now', ?)", (iid, modifier))
+                "SELECT instance_id, execution_id, current_task_id, config, "
+                f"  CAST({db.sql.age_s('COALESCE(last_heartbeat, spawned_at)')} AS INTEGER) AS silent_s "
+                f"FROM build_agent_instances WHERE instance_id = ? AND status IN {states.sql_list(states.AGENT_LIVE)} "
+                f"  AND COALESCE(last_heartbeat, spawned_at) < {db.sql.ago('?')}", (iid, cutoff))
             if row is None:
                 continue
-            stamp = db.scalar(f"SELECT {NOW_ISO}")
-            message = f"no heartbeat for {row['silent_s']} s (threshold {threshold_s:g} s)"
+            message = f"no heartbeat for {row['silent_s']} s (threshold {stale_after_s:g} s)"
             task_id = row["current_task_id"] or db.scalar(
-                "SELECT task_id FROM wave_task_assignments WHERE instance_id = ? AND status IN ('assigned', 'running') "
-                "ORDER BY id LIMIT 1", (iid,))
-            ctx = {"code": "stale_heartbeat", "message": message, "taskId": task_id, "timestamp": stamp}
-            db.execute("UPDATE build_agent_instances SET status = 'stuck', error_context = ? WHERE instance_id = ?",
-                       (jsonstrict.dumps(ctx), iid))
-            execlog.append(db, row["execution_id"], "warning", f"agent {iid} marked stuck: {message}",
-                           task_id=task_id, instance_id=iid, context=ctx)
-        marked.append({**cand, "status": "stuck", "error_context": jsonstrict.dumps(ctx), "released": []})
-    by_id = {m["instance_id"]: m for m in marked}
-    ex = resolve.execution(db, execution_id)["execution_id"] if execution_id is not None else None
-    held = db.query(
-        "SELECT a.id, a.instance_id, bai.config FROM wave_task_assignments a "
-        "JOIN build_agent_instances bai ON bai.instance_id = a.instance_id "
-        "WHERE a.status IN ('assigned', 'running') AND bai.status = 'stuck' AND (? IS NULL OR bai.execution_id = ?) "
-        "ORDER BY a.id", (ex, ex))
-    for a in held:
-        done = _release(db, a["id"], a["instance_id"], _config(a), reason)
-        if done and a["instance_id"] in by_id:
-            by_id[a["instance_id"]]["released"].append(done)
-    return marked
+                "SELECT task_id FROM wave_task_assignments WHERE instance_id = ? "
+                f"AND status IN {states.sql_list(states.ASSIGNMENT_HELD)} ORDER BY id LIMIT 1", (iid,))
+            ctx = mark_stuck(db, row, code="stale_heartbeat", message=message, task_id=task_id)
+            released = assignments.release_held(
+                db, iid, reason=f"agent stale: no heartbeat for more than {stale_after_s:g} s",
+                max_retries=int(config_from(row)["maxRetries"]))
+        marked.append({**cand, "status": "stuck", "error_context": jsonstrict.dumps(ctx), "released": released})
+    released = []
+    for orphan in _orphan_holders(db, ex):
+        iid = orphan["instance_id"]
+        with db.write():
+            agent = db.one("SELECT status, config FROM build_agent_instances WHERE instance_id = ?", (iid,))
+            if agent is not None and agent["status"] not in states.AGENT_ENDED:
+                continue  # a stuck agent that heartbeated meanwhile is running again: it keeps its task
+            why = (f"agent {iid} has ended ({agent['status']}) but still held the task" if agent is not None
+                   else f"agent {iid} does not exist")
+            done = assignments.release_held(db, iid, reason=why, max_retries=int(config_from(agent or {})["maxRetries"]))
+        released += [{"instance_id": iid, "agent_status": agent["status"] if agent else None, **r} for r in done]
+    return {"marked": marked, "released": released}
 
 
-__all__ = ["spawn", "heartbeat", "finish", "list_agents", "show", "stale", "mark_stale", "resolve", "sample_process",
-           "parse_config", "DEFAULT_CONFIG", "STATUSES", "HEARTBEAT_STATUSES", "FINISH_STATUSES"]
+def _orphan_holders(db: Database, execution_id: str | None) -> list[dict]:
+    """Agents that hold an assignment but have ended or do not exist (of one run, or all)."""
+    run_filter = "AND w.execution_id = ? " if execution_id is not None else ""
+    return db.query(
+        "SELECT DISTINCT a.instance_id FROM wave_task_assignments a "
+        "JOIN parallel_execution_waves w ON w.wave_id = a.wave_id "
+        "LEFT JOIN build_agent_instances b ON b.instance_id = a.instance_id "
+        f"WHERE a.status IN {states.sql_list(states.ASSIGNMENT_HELD)} AND a.instance_id IS NOT NULL {run_filter}"
+        f"  AND (b.instance_id IS NULL OR b.status IN {states.sql_list(states.AGENT_ENDED)}) "
+        "ORDER BY a.instance_id", (execution_id,) if execution_id is not None else ())
+
+
+__all__ = ["spawn", "spawn_for_task", "adopt", "heartbeat", "finish", "mark_stuck", "list_agents", "show", "stale",
+           "mark_stale", "recover", "sample_process", "parse_config", "DEFAULT_CONFIG", "STATUSES",
+           "HEARTBEAT_STATUSES", "FINISH_STATUSES"]

@@ -4,9 +4,15 @@
                               |                    |
                               +------ fail / release ------> pending   (a retry remains)
                                                         \\--> failed   (for good; dependents -> skipped)
+                                                        \\--> skipped  (handed back after a cancel)
     pending --(a dependency failed for good, or the run was cancelled)--> skipped
 
-Every public function is ONE ``db.write()`` transaction (BEGIN IMMEDIATE). Each
+A failed attempt that makes no progress — the third in a row with the same error
+(SPEC §4) — also marks the agent holding the task stuck, in the same transaction.
+
+Every public function is ONE ``db.write()`` transaction (BEGIN IMMEDIATE), except the
+``*_in``/``release_held``/``settle``/``skip_pending`` helpers that run inside the
+caller's (so that agents.py can end an agent and release its work atomically). Each
 status change moves the counters it affects in the same transaction — run
 ``total/completed/failed/skipped_tasks``, wave ``task_count/completed_count/
 failed_count`` — and writes its log event there too, so the counters always equal a
@@ -19,19 +25,28 @@ Stdlib only (the worker imports it).
 
 from __future__ import annotations
 
-from typing import Any
-
-from buildctl import execlog
+from buildctl import execlog, states
 from buildctl.errors import Conflict, NotFound, UsageError
-from buildctl.storage import NOW, Database
+from buildctl.storage import NOW
 
-ACTIVE = ("pending", "assigned", "running")
-HELD = ("assigned", "running")
-ENDED = ("completed", "failed", "skipped")
-RUN_OPEN = ("pending", "running", "paused")
-RUN_ENDED = ("completed", "failed", "cancelled")
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - annotations only: `agent finish` (the hot path) imports this module
+    from typing import Any
+
+    from buildctl.storage import Database
+
+ACTIVE = states.ASSIGNMENT_ACTIVE
+HELD = states.ASSIGNMENT_HELD
+ENDED = states.ASSIGNMENT_ENDED
+RUN_OPEN = states.RUN_ACTIVE
+RUN_ENDED = states.RUN_ENDED
 #: Agents in these states are not handed new work.
-AGENT_OUT = ("completed", "failed", "stuck")
+AGENT_OUT = states.AGENT_ENDED
+#: SPEC §4: this many consecutive failed attempts of a task with the same error mark the
+#: agent holding it stuck (the SIA trigger's "no progress").
+NO_PROGRESS_ATTEMPTS = 3
+#: What a released assignment became, by _fail's outcome.
+_RELEASED_AS = {"retry": "pending", "failed": "failed", "skipped": "skipped"}
 
 _LOAD = """
 SELECT a.id AS assignment_id, a.status, a.instance_id, a.wave_id, a.task_id, a.assigned_at,
@@ -266,43 +281,51 @@ def claim_next(db: Database, execution_id: str, instance_id: str, task_id: str |
     same transaction, as ``start()`` would.
     """
     with db.write():
-        agent = db.one("SELECT instance_id, execution_id, status FROM build_agent_instances WHERE instance_id = ?",
-                       (instance_id,))
-        if agent is None:
-            raise NotFound(f"no agent {instance_id!r}")
-        if agent["execution_id"] != execution_id:
-            raise Conflict(f"agent {instance_id} belongs to execution {agent['execution_id']}, not {execution_id}")
-        if agent["status"] in AGENT_OUT:
-            raise Conflict(f"agent {instance_id} is {agent['status']}; it cannot take new work")
-        pick, state = _claimable(db, execution_id, task_id)
-        if pick is None:
-            if task_id is not None:
-                raise Conflict(_why_not(db, execution_id, task_id, state))
-            return None
-        aid = pick["assignment_id"]
-        _set_status(db, aid, ("pending",), "assigned", extra=f", instance_id = ?, assigned_at = {NOW}",
-                    params=(instance_id,))
-        db.execute(
-            f"UPDATE task_list_execution_runs SET status = 'running', started_at = COALESCE(started_at, {NOW}) "
-            "WHERE execution_id = ? AND status = 'pending'",
-            (execution_id,),
-        )
-        db.execute(
-            f"UPDATE parallel_execution_waves SET status = 'running', started_at = COALESCE(started_at, {NOW}) "
-            "WHERE wave_id = ? AND status = 'pending'",
-            (pick["wave_id"],),
-        )
-        db.execute(
-            "UPDATE build_agent_instances SET current_task_id = ?, wave_number = ?, status = 'running' WHERE instance_id = ?",
-            (pick["task_id"], pick["wave_number"], instance_id),
-        )
-        list_id = db.scalar("SELECT task_list_id FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
-        list_status_for_run(db, list_id)
-        row = _load(db, aid)
-        if start:  # claim and start in one transaction: the worker's common case
-            attempt = _start(db, row, instance_id, context)
-        else:
-            attempt = 1 + failed_attempts(db, execution_id, row["task_id"])
+        return claim_in(db, execution_id, instance_id, task_id, start=start, context=context)
+
+
+def claim_in(db: Database, execution_id: str, instance_id: str, task_id: str | None = None, *,
+             start: bool = False, context: dict | None = None) -> dict | None:
+    """``claim_next`` inside the caller's write (`agent spawn --task T` registers the agent
+    and claims in one transaction, so a lost claim leaves no agent behind). With
+    ``task_id``, a task that cannot be taken now is refused (Conflict) with the reason."""
+    agent = db.one("SELECT instance_id, execution_id, status FROM build_agent_instances WHERE instance_id = ?",
+                   (instance_id,))
+    if agent is None:
+        raise NotFound(f"no agent {instance_id!r}")
+    if agent["execution_id"] != execution_id:
+        raise Conflict(f"agent {instance_id} belongs to execution {agent['execution_id']}, not {execution_id}")
+    if agent["status"] in AGENT_OUT:
+        raise Conflict(f"agent {instance_id} is {agent['status']}; it cannot take new work")
+    pick, state = _claimable(db, execution_id, task_id)
+    if pick is None:
+        if task_id is not None:
+            raise Conflict(_why_not(db, execution_id, task_id, state))
+        return None
+    aid = pick["assignment_id"]
+    _set_status(db, aid, ("pending",), "assigned", extra=f", instance_id = ?, assigned_at = {NOW}",
+                params=(instance_id,))
+    db.execute(
+        f"UPDATE task_list_execution_runs SET status = 'running', started_at = COALESCE(started_at, {NOW}) "
+        "WHERE execution_id = ? AND status = 'pending'",
+        (execution_id,),
+    )
+    db.execute(
+        f"UPDATE parallel_execution_waves SET status = 'running', started_at = COALESCE(started_at, {NOW}) "
+        "WHERE wave_id = ? AND status = 'pending'",
+        (pick["wave_id"],),
+    )
+    db.execute(
+        "UPDATE build_agent_instances SET current_task_id = ?, wave_number = ?, status = 'running' WHERE instance_id = ?",
+        (pick["task_id"], pick["wave_number"], instance_id),
+    )
+    list_id = db.scalar("SELECT task_list_id FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
+    list_status_for_run(db, list_id)
+    row = _load(db, aid)
+    if start:  # claim and start in one transaction: the worker's common case
+        attempt = _start(db, row, instance_id, context)
+    else:
+        attempt = 1 + failed_attempts(db, execution_id, row["task_id"])
     return {
         "assignment_id": aid,
         "execution_id": execution_id,
@@ -340,15 +363,6 @@ def _why_not(db: Database, execution_id: str, task_id: str, state: str) -> str:
     if current is not None and row["wave_number"] > current:
         return f"task {name} is in wave {row['wave_number']}; wave {current} has not ended yet"
     return f"task {name} cannot start now: the run already has max_parallel_agents tasks running"
-
-
-def check_claimable(db: Database, execution_id: str, task_id: str) -> None:
-    """Refuse (Conflict) now, reading only, when ``task_id`` could not be claimed: lets
-    `agent spawn --task T -- CMD` refuse before it registers anything."""
-    with db.read():
-        pick, state = _claimable(db, execution_id, task_id)
-        if pick is None:
-            raise Conflict(_why_not(db, execution_id, task_id, state))
 
 
 def run_state(db: Database, execution_id: str) -> str:
@@ -412,7 +426,41 @@ def complete(db: Database, assignment_id: Any, *, instance_id: str | None = None
     return {"assignment_id": aid, "status": "completed", "attempt": attempt}
 
 
-def _fail(db: Database, row: dict, *, error: str, max_retries: int, context: dict | None, kind: str) -> str:
+def _same_error_streak(db: Database, row: dict, error: str) -> bool:
+    """Whether a failure with ``error``, about to be recorded, is the NO_PROGRESS_ATTEMPTS-th
+    consecutive failed attempt of the task in this lane with the same error (SPEC §4; the
+    error compared as sql/queries/progress_between_attempts.sql does: context.error, else
+    the message; "consecutive" = since the task's last task_completed)."""
+    earlier = db.query(
+        f"SELECT {db.sql.json_field('context', 'error')} AS error, message FROM task_execution_log "
+        "WHERE execution_id = :ex AND task_id = :task AND event_type = 'task_failed' "
+        "  AND id > COALESCE((SELECT MAX(id) FROM task_execution_log WHERE execution_id = :ex AND task_id = :task "
+        "                     AND event_type = 'task_completed'), 0) "
+        "ORDER BY id DESC LIMIT :n",
+        {"ex": row["execution_id"], "task": row["task_id"], "n": NO_PROGRESS_ATTEMPTS - 1})
+    return len(earlier) == NO_PROGRESS_ATTEMPTS - 1 and all(
+        (e["error"] if e["error"] is not None else e["message"]) == error for e in earlier)
+
+
+def _no_progress_stuck(db: Database, row: dict, error: str) -> str | None:
+    """Mark the agent holding ``row`` stuck when this failure makes no progress (inside the
+    caller's write, after the failure is recorded); returns the reason, or None."""
+    from buildctl import agentstate
+
+    agent = db.one("SELECT instance_id, execution_id, status FROM build_agent_instances WHERE instance_id = ?",
+                   (row["instance_id"],))
+    if agent is None or agent["status"] not in states.AGENT_LIVE:
+        return None
+    last_line = ([line for line in error.splitlines() if line.strip()] or ["(no error text)"])[-1]
+    reason = f"{NO_PROGRESS_ATTEMPTS} consecutive failed attempts of {row['display_id']} with the same error: {last_line}"
+    agentstate.mark_stuck(db, agent, code="no_progress", message=reason, task_id=row["task_id"])
+    return reason
+
+
+def _fail(db: Database, row: dict, *, error: str, max_retries: int, context: dict | None,
+          kind: str) -> tuple[str, str | None]:
+    """Record a failed attempt (caller's write): ('retry' | 'failed' | 'skipped' (handed back
+    in a cancelled run), why the agent was marked stuck or None)."""
     if max_retries is None or int(max_retries) < 0:
         raise UsageError(f"max_retries must be >= 0, not {max_retries!r}")
     max_retries = int(max_retries)
@@ -420,6 +468,9 @@ def _fail(db: Database, row: dict, *, error: str, max_retries: int, context: dic
     attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
     retry = attempt < 1 + max_retries
     error = str(error) if error is not None else ""
+    # A release is not the task failing (its error is why the agent lost it): only a
+    # reported failure counts towards the no-progress rule.
+    streak = kind == "fail" and row["instance_id"] is not None and _same_error_streak(db, row, error)
     ctx = {**(context or {}), "attempt": attempt, "error": error, "max_retries": max_retries,
            "will_retry": retry, "wave": row["wave_number"], "assignment_id": aid}
     if kind == "release":
@@ -435,27 +486,37 @@ def _fail(db: Database, row: dict, *, error: str, max_retries: int, context: dic
         _set_status(db, aid, HELD, "pending", extra=", instance_id = NULL, assigned_at = NULL")
         db.execute(f"UPDATE tasks SET status = 'pending', updated_at = {NOW} WHERE id = ?", (row["task_id"],))
         _agent_released(db, row["instance_id"], row["task_id"])
-        return "retry"
-    _set_status(db, aid, HELD, "failed", extra=f", completed_at = {NOW}")
-    db.execute("UPDATE task_list_execution_runs SET failed_tasks = failed_tasks + 1 WHERE execution_id = ?",
-               (row["execution_id"],))
-    db.execute("UPDATE parallel_execution_waves SET failed_count = failed_count + 1 WHERE wave_id = ?", (row["wave_id"],))
-    db.execute(f"UPDATE tasks SET status = 'failed', updated_at = {NOW} WHERE id = ?", (row["task_id"],))
-    _skip_dependents(db, row)
-    _agent_released(db, row["instance_id"], row["task_id"])
-    settle(db, row["execution_id"])
-    return "failed"
+        outcome = "retry"
+        if row["run_status"] == "cancelled":
+            # Cancel skipped the run's pending work; a task handed back afterwards joins it.
+            skip_pending(db, row["execution_id"], [row], reason="run_cancelled",
+                         message="{task} skipped: the run was cancelled")
+            outcome = "skipped"
+    else:
+        _set_status(db, aid, HELD, "failed", extra=f", completed_at = {NOW}")
+        db.execute("UPDATE task_list_execution_runs SET failed_tasks = failed_tasks + 1 WHERE execution_id = ?",
+                   (row["execution_id"],))
+        db.execute("UPDATE parallel_execution_waves SET failed_count = failed_count + 1 WHERE wave_id = ?",
+                   (row["wave_id"],))
+        db.execute(f"UPDATE tasks SET status = 'failed', updated_at = {NOW} WHERE id = ?", (row["task_id"],))
+        _skip_dependents(db, row)
+        _agent_released(db, row["instance_id"], row["task_id"])
+        settle(db, row["execution_id"])
+        outcome = "failed"
+    return outcome, (_no_progress_stuck(db, row, error) if streak else None)
 
 
 def fail(db: Database, assignment_id: Any, *, error: str, max_retries: int, instance_id: str | None = None,
          context: dict | None = None) -> str:
     """A failed attempt: ``task_failed`` event (context has attempt and error). Back to
-    pending while attempts < 1 + max_retries ('retry'); else failed for good, its
-    transitive dependents still pending in this run skipped ('failed')."""
+    pending while attempts < 1 + max_retries ('retry'; 'skipped' when the run was
+    cancelled); else failed for good, its transitive dependents still pending in this
+    run skipped ('failed'). The third consecutive failure with the same error also marks
+    the holding agent stuck (SPEC §4)."""
     with db.write():
         row = _load(db, assignment_id)
         _require_held(row, instance_id, "fail")
-        return _fail(db, row, error=error, max_retries=max_retries, context=context, kind="fail")
+        return _fail(db, row, error=error, max_retries=max_retries, context=context, kind="fail")[0]
 
 
 def retry_in_place(db: Database, assignment_id: Any, *, instance_id: str, error: str, context: dict | None = None,
@@ -463,7 +524,12 @@ def retry_in_place(db: Database, assignment_id: Any, *, instance_id: str, error:
     """A failed attempt that the holding agent retries itself (after its backoff): the
     ``task_failed`` event is written (context has attempt and error, will_retry true)
     and the assignment stays with the agent, running; no counter changes. With
-    ``max_retries``, an attempt that leaves no retry is refused (use ``fail``)."""
+    ``max_retries``, an attempt that leaves no retry is refused (use ``fail``).
+
+    Unless the attempt makes no progress (the third consecutive failure with the same
+    error, SPEC §4): then the agent is marked stuck and the assignment released in the
+    same transaction (back to pending, or failed when no retry is left; ``max_retries``
+    defaults to the agent's maxRetries), and ``agent_stuck`` names why."""
     with db.write():
         row = _load(db, assignment_id)
         _require_held(row, instance_id, "retry")
@@ -472,6 +538,14 @@ def retry_in_place(db: Database, assignment_id: Any, *, instance_id: str, error:
             raise Conflict(f"cannot retry assignment {row['assignment_id']} ({row['display_id']}) in place: attempt "
                            f"{attempt} is the last of 1 + {max_retries}; report it with fail")
         error = str(error) if error is not None else ""
+        if _same_error_streak(db, row, error):
+            if max_retries is None:
+                from buildctl import agentstate
+
+                max_retries = agentstate.config_of(db, instance_id)["maxRetries"]
+            outcome, stuck = _fail(db, row, error=error, max_retries=max_retries, context=context, kind="fail")
+            return {"assignment_id": row["assignment_id"], "status": _RELEASED_AS[outcome],
+                    "attempt": attempt, "next_attempt": attempt + 1, "agent_stuck": stuck}
         execlog.append(
             db, row["execution_id"], "task_failed",
             f"{row['display_id']} failed (attempt {attempt}): {error}; retrying in place",
@@ -481,17 +555,37 @@ def retry_in_place(db: Database, assignment_id: Any, *, instance_id: str, error:
         )
         if row["status"] == "assigned":
             _set_status(db, row["assignment_id"], ("assigned",), "running")
-    return {"assignment_id": row["assignment_id"], "status": "running", "attempt": attempt, "next_attempt": attempt + 1}
+    return {"assignment_id": row["assignment_id"], "status": "running", "attempt": attempt, "next_attempt": attempt + 1,
+            "agent_stuck": None}
 
 
 def release(db: Database, assignment_id: Any, *, reason: str, max_retries: int, instance_id: str | None = None) -> str:
     """Take an assignment back from a stuck or stale agent: a failed attempt with
-    error=reason. Returns 'pending' (a retry remains) or 'failed'."""
+    error=reason. Returns 'pending' (a retry remains), 'failed', or 'skipped' (the run
+    was cancelled)."""
     with db.write():
         row = _load(db, assignment_id)
         _require_held(row, instance_id, "release")
-        outcome = _fail(db, row, error=reason, max_retries=max_retries, context=None, kind="release")
-    return "pending" if outcome == "retry" else "failed"
+        outcome, _ = _fail(db, row, error=reason, max_retries=max_retries, context=None, kind="release")
+    return _RELEASED_AS[outcome]
+
+
+def release_held(db: Database, instance_id: str, *, reason: str, max_retries: int) -> list[dict]:
+    """Inside the caller's write: release every assignment ``instance_id`` still holds, each
+    a failed attempt with error=reason (as ``release``). Ending an agent calls this in
+    the transaction that ends it, so an ended agent never holds a task (SPEC §4)."""
+    held = db.query(f"SELECT id FROM wave_task_assignments WHERE instance_id = ? AND status IN {states.sql_list(HELD)} "
+                    "ORDER BY id", (instance_id,))
+    # An agent row that is gone (deleted by hand) cannot be named by the log's foreign key.
+    exists = bool(held) and db.scalar("SELECT 1 FROM build_agent_instances WHERE instance_id = ?", (instance_id,))
+    out = []
+    for h in held:
+        row = _load(db, h["id"])
+        if not exists:
+            row["instance_id"] = None
+        outcome, _ = _fail(db, row, error=reason, max_retries=max_retries, context=None, kind="release")
+        out.append({"assignment_id": h["id"], "outcome": _RELEASED_AS[outcome]})
+    return out
 
 
 # --------------------------------------------------------------------------- recount
@@ -534,5 +628,5 @@ def recount(db: Database, execution_id: str) -> dict:
     return {"execution_id": execution_id, "stored": stored, "recounted": recounted, "ok": stored == recounted}
 
 
-__all__ = ["claim_next", "run_state", "start", "complete", "fail", "retry_in_place", "release", "recount", "settle",
-           "skip_pending", "failed_attempts"]
+__all__ = ["claim_next", "claim_in", "run_state", "start", "complete", "fail", "retry_in_place", "release",
+           "release_held", "recount", "settle", "skip_pending", "failed_attempts"]

@@ -8,8 +8,8 @@ Every query names its execution (lane isolation). Reads order by (timestamp, id)
 
 from __future__ import annotations
 
-from buildctl import resolve
-from buildctl.errors import InvalidInput, UsageError
+from buildctl import resolve, states
+from buildctl.errors import Conflict, InvalidInput, UsageError
 from buildctl.storage import NOW
 
 TYPE_CHECKING = False
@@ -18,16 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only; typing costs ~6 ms at 
 
     from buildctl.storage import Database
 
-#: The B.3 CHECK list.
-EVENT_TYPES = (
-    "task_started", "task_completed", "task_failed", "task_skipped",
-    "checkpoint_created", "checkpoint_restored",
-    "discovery_recorded", "validation_run",
-    "error", "warning", "info",
-)
-ERROR_TYPES = ("task_failed", "error")
-#: A run in one of these states has ended: `log tail --follow` stops after draining.
-ENDED_RUN_STATUSES = ("completed", "failed", "cancelled")
+EVENT_TYPES = states.EVENT_TYPES
+ERROR_TYPES = states.ERROR_EVENT_TYPES
 
 DEFAULT_TAIL = 500
 
@@ -79,7 +71,13 @@ def parse_context(text: str | dict | None) -> dict | None:
 
 def add(db: Database, execution_id: str, type: str, message: str, task: str | None = None,
         agent: str | None = None, context_json: str | dict | None = None) -> int:
-    """``log add``: append one event to a lane after validating everything; returns the event id."""
+    """``log add``: append one event to a lane after validating everything; returns the event id.
+
+    An event written as an agent (``agent``) of a cancelled run is refused (Conflict):
+    like its heartbeat, that is how a script driving an agent learns to stop (SPEC §4
+    "Cancel reaches every agent"). Without ``agent`` the lane stays open to notes by
+    people and tools, a cancelled run's post-mortem included.
+    """
     check_type(type)
     if message is None or not str(message).strip():
         raise InvalidInput("the message is empty")
@@ -89,6 +87,8 @@ def add(db: Database, execution_id: str, type: str, message: str, task: str | No
         task_id = resolve.task(db, run, task)["id"] if task is not None else None
         instance_id = (resolve.agent(db, agent, execution_id=run["execution_id"])["instance_id"]
                        if agent is not None else None)
+        if instance_id is not None and run["status"] == "cancelled":
+            raise Conflict(f"run {run['execution_id']} was cancelled: agent {instance_id} must stop (event refused)")
         return append(db, run["execution_id"], type, message, task_id=task_id, instance_id=instance_id, context=context)
 
 
@@ -185,7 +185,7 @@ def follow(db: Database, execution_id: str, limit: int = DEFAULT_TAIL, task: str
             for r in new:
                 params["after_id"] = r["id"]
                 yield _event(r)
-            if status in ENDED_RUN_STATUSES or status is None:
+            if status in states.RUN_ENDED or status is None:
                 return
             delay = poll_s if new else min(max_poll_s, delay * 1.5)
         else:

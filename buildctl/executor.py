@@ -1,47 +1,69 @@
 """`buildctl run exec`: drive a run on this machine with N worker processes.
 
-The workers are real processes (`python -m buildctl.worker`), each a registered
-agent; this module starts them, samples the database for the live view, and on
-Ctrl-C cancels the run so that every worker stops its child and exits.
+The workers are real processes (`buildctl agent work EXEC --agent ID`). This
+module registers each worker's agent itself, so that it knows whose worker died: a
+worker that exits while its agent is still live (SIGKILL, the OOM killer, a crash) is
+noticed at once — its agent is marked failed with the signal in ``error_context``,
+its task released in the same transaction (the attempt counts), what is left of the
+task's processes killed, and a replacement started while the run has work (SPEC §4
+"Runs heal themselves"). It samples the database for the live view, and on Ctrl-C,
+SIGTERM or SIGHUP cancels the run so that every worker stops its task and exits.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from buildctl import jsonstrict, storage
+from buildctl import storage
 from buildctl.storage import Database
+
+#: A worker that dies within this many seconds of its start counts as a quick death;
+#: after MAX_QUICK_DEATHS of them in a row no replacement is started (a worker that
+#: crashes at start must not be respawned forever).
+QUICK_DEATH_S = 3.0
+MAX_QUICK_DEATHS = 3
+#: The signals that end `run exec` like Ctrl-C (CI runners and systemd send SIGTERM; a
+#: closed terminal, SIGHUP).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 @dataclass
 class ExecResult:
     execution_id: str
     status: str
     worker_codes: list[int] = field(default_factory=list)
+    #: Per worker that said something: its stderr; and one line per worker that died.
     worker_errors: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: The signal that ended `run exec` (SIGINT, SIGTERM, SIGHUP), or None: the command
+    #: exits 128 + signal, as a shell reports a process the signal killed.
+    signal: int | None = None
     snapshot: dict | None = None
 
 
 def snapshot(db: Database, execution_id: str) -> dict:
     """What the live view shows: the wave summary and the tasks held right now."""
-    from buildctl import runs
+    from buildctl import runs, states
 
     summary = runs.wave_summary(db, execution_id)
     running = db.query(
         f"""
         SELECT t.display_id, t.title, a.status, a.instance_id, w.wave_number, a.assigned_at, b.last_heartbeat,
-               (julianday({storage.NOW}) - julianday(a.assigned_at)) * 86400 AS elapsed_s,
-               (julianday({storage.NOW}) - julianday(COALESCE(b.last_heartbeat, b.spawned_at))) * 86400 AS heartbeat_age_s
+               {db.sql.age_s('a.assigned_at')} AS elapsed_s,
+               {db.sql.age_s('COALESCE(b.last_heartbeat, b.spawned_at)')} AS heartbeat_age_s
         FROM wave_task_assignments a
         JOIN parallel_execution_waves w ON w.wave_id = a.wave_id
         JOIN tasks t ON t.id = a.task_id
         LEFT JOIN build_agent_instances b ON b.instance_id = a.instance_id
-        WHERE w.execution_id = ? AND a.status IN ('assigned', 'running')
+        WHERE w.execution_id = ? AND a.status IN {states.sql_list(states.ASSIGNMENT_HELD)}
         ORDER BY a.assigned_at, a.id
         """,
         (execution_id,),
@@ -49,74 +71,196 @@ def snapshot(db: Database, execution_id: str) -> dict:
     return {"summary": summary, "running": running}
 
 
-def worker_command(location: str, execution_id: str, *, repo: str | None, checkpoints: bool,
-                   config: dict | None) -> list[str]:
-    cmd = [sys.executable, "-m", "buildctl.worker", execution_id, "--db", location]
+def worker_command(execution_id: str, agent_id: str, *, repo: str | None, checkpoints: bool) -> list[str]:
+    """`buildctl agent work EXEC --agent ID`, run by this interpreter. The database goes in
+    the environment (BUILDCTL_DB), not in argv, where `ps` would show a URL's password."""
+    cmd = [sys.executable, "-m", "buildctl", "agent", "work", execution_id, "--agent", agent_id]
     if repo:
         cmd += ["--repo", repo]
     if checkpoints:
         cmd.append("--checkpoints")
-    if config:
-        cmd += ["--config", jsonstrict.dumps(config, what="--config")]
     return cmd
+
+
+@dataclass
+class _Worker:
+    agent_id: str
+    proc: subprocess.Popen
+    stderr: object  # a temporary file
+    started: float
+
+
+class _Pool:
+    """The worker processes of one `run exec`, each working as an agent registered here."""
+
+    def __init__(self, db: Database, location: str, execution_id: str, result: ExecResult, *, repo: str | None,
+                 checkpoints: bool, config: dict | None):
+        self.db, self.location, self.execution_id, self.result = db, location, execution_id, result
+        self.repo, self.checkpoints, self.config = repo, checkpoints, config
+        self.workers: list[_Worker] = []
+        self.quick_deaths = 0
+        self.gave_up = False
+
+    def alive(self) -> list[_Worker]:
+        return [w for w in self.workers if w.proc.returncode is None]
+
+    def start(self) -> bool:
+        """Register an agent and start a worker for it; False when the run takes no new agents."""
+        from buildctl import agents
+        from buildctl.errors import Conflict
+
+        try:
+            agent_id = agents.spawn(self.db, self.execution_id, config=self.config)
+        except Conflict:
+            return False  # the run ended (or was cancelled) meanwhile
+        stderr = tempfile.TemporaryFile()
+        # Their own session: a Ctrl-C (or a terminal's SIGHUP) reaches only us, and we
+        # cancel the run cleanly.
+        proc = subprocess.Popen(worker_command(self.execution_id, agent_id, repo=self.repo, checkpoints=self.checkpoints),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                start_new_session=True, env={**os.environ, "BUILDCTL_DB": self.location})
+        self.workers.append(_Worker(agent_id, proc, stderr, time.monotonic()))
+        return True
+
+    def reap(self, *, replace: bool) -> None:
+        """Deal with every worker that exited since the last look; with ``replace``, start
+        a replacement for each while the run still has work."""
+        from buildctl import assignments
+
+        for w in [w for w in self.workers if w.proc.returncode is None and w.proc.poll() is not None]:
+            if self._settle(w) and time.monotonic() - w.started < QUICK_DEATH_S:
+                self.quick_deaths += 1
+            else:
+                self.quick_deaths = 0
+            if not replace or self.gave_up or assignments.run_state(self.db, self.execution_id) == "done":
+                continue
+            if self.quick_deaths >= MAX_QUICK_DEATHS:
+                self.gave_up = True
+                self.result.worker_errors.append(
+                    f"{self.quick_deaths} workers in a row died within {QUICK_DEATH_S:g} s of starting; "
+                    "no replacement started")
+                continue
+            self.start()
+
+    def _settle(self, w: _Worker) -> bool:
+        """A worker exited: collect what it said; if its agent is still live, it died —
+        kill what is left of its task, mark the agent failed and release its task (one
+        transaction). True when the worker died or failed."""
+        from buildctl import agents, states
+        from buildctl.errors import Conflict
+        from buildctl.worker import agent_marker, kill_marked
+
+        code = w.proc.returncode
+        w.stderr.seek(0)
+        # Only its error lines: the summary `agent work` prints for a person at its end
+        # ("agent …: 3 task(s) run") is noise under run exec, which shows the whole run.
+        errors = [line for line in w.stderr.read().decode("utf-8", "replace").splitlines()
+                  if line.startswith("error: ")]
+        w.stderr.close()
+        if errors:
+            self.result.worker_errors.append("\n".join(errors))
+        status = self.db.scalar("SELECT status FROM build_agent_instances WHERE instance_id = ?", (w.agent_id,))
+        if status not in states.AGENT_LIVE:
+            return status == "failed" and code != 0
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+            how, extra = f"killed by {name}", {"signal": -code}
+        else:
+            how, extra = f"exited with code {code} while its agent was live", {"exitCode": code}
+        message = f"worker pid {w.proc.pid} {how}"
+        # Its task's processes die first (the task's watcher does it too; a kill -9 of the
+        # whole group would have taken the watcher with it), so the retry never overlaps.
+        kill_marked(agent_marker(w.agent_id))
+        try:
+            ended = agents.finish(self.db, w.agent_id, "failed", error=message,
+                                  context={"code": "worker_died", "pid": w.proc.pid, **extra})
+        except Conflict:
+            return True  # ended meanwhile (a peer found it stale): nothing held any more
+        released = ", ".join(f"assignment {r['assignment_id']} {r['outcome']}" for r in ended["released"])
+        # The command prints these as `worker: …`.
+        self.result.worker_errors.append(f"pid {w.proc.pid} {how}; agent {w.agent_id} marked failed"
+                                         + (f"; its task was released ({released})" if released else ""))
+        return True
+
+    def terminate(self) -> None:
+        for w in self.alive():
+            w.proc.terminate()
+
+    def stop(self) -> None:
+        """Leave no worker behind: SIGTERM (each stops its task), then SIGKILL after 30 s."""
+        self.terminate()
+        for w in self.workers:
+            try:
+                w.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+        self.reap(replace=False)
+        self.result.worker_codes = [w.proc.returncode for w in self.workers]
 
 
 def execute(location: str, execution_id: str, *, jobs: int, repo: str | None = None, checkpoints: bool = False,
             config: dict | None = None, on_tick: Callable[[dict], None] | None = None,
             tick_s: float = 0.25) -> ExecResult:
-    """Start ``jobs`` workers and wait for them; on Ctrl-C cancel the run and wait again."""
+    """Start ``jobs`` workers and wait for them, replacing those that die while the run
+    has work. On Ctrl-C, SIGTERM or SIGHUP cancel the run and wait for the workers to
+    stop their tasks (a second signal SIGTERMs them now); ``result.signal`` names the
+    first signal. No worker is left behind when this returns."""
     from buildctl import runs
 
     db = storage.connect(location)
     result = ExecResult(execution_id, "")
-    logs = [tempfile.TemporaryFile() for _ in range(jobs)]
-    procs: list[subprocess.Popen] = []
+    pool = _Pool(db, location, execution_id, result, repo=repo, checkpoints=checkpoints, config=config)
+    signals = _StopSignals()
     try:
-        cmd = worker_command(location, execution_id, repo=repo, checkpoints=checkpoints, config=config)
-        for i in range(jobs):
-            # Their own session: a Ctrl-C reaches only us, and we cancel the run cleanly.
-            procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=logs[i],
-                                          start_new_session=True))
-        try:
-            while True:
-                if on_tick is not None:
-                    on_tick(snapshot(db, execution_id))
-                if all(p.poll() is not None for p in procs):
-                    break
-                time.sleep(tick_s)
-        except KeyboardInterrupt:
-            result.interrupted = True
-            try:
-                runs.cancel(db, execution_id)
-            except Exception:
-                pass  # already ended: the workers are leaving anyway
-            while any(p.poll() is None for p in procs):
+        for _ in range(jobs):
+            if signals.count or not pool.start():
+                break
+        terminated = False
+        while True:
+            if signals.count and not result.interrupted:
+                result.interrupted, result.signal = True, signals.first
                 try:
-                    if on_tick is not None:
-                        on_tick(snapshot(db, execution_id))
-                    time.sleep(tick_s)
-                except KeyboardInterrupt:
-                    for p in procs:  # a second Ctrl-C: stop the workers now (each stops its child)
-                        if p.poll() is None:
-                            p.terminate()
+                    runs.cancel(db, execution_id)  # every worker sees it and stops its task
+                except Exception:
+                    pass  # already ended: the workers are leaving anyway
+            if signals.count >= 2 and not terminated:
+                pool.terminate()
+                terminated = True
+            if on_tick is not None:
+                on_tick(snapshot(db, execution_id))
+            pool.reap(replace=not result.interrupted)
+            if not pool.alive():
+                break
+            time.sleep(tick_s)
+        if signals.count and not result.interrupted:
+            result.interrupted, result.signal = True, signals.first
         result.status = db.scalar("SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
         result.snapshot = snapshot(db, execution_id)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for i, p in enumerate(procs):
-            result.worker_codes.append(p.returncode)
-            logs[i].seek(0)
-            text = logs[i].read().decode("utf-8", "replace").strip()
-            if text:
-                result.worker_errors.append(text)
-            logs[i].close()
-        db.close()
+        try:
+            pool.stop()
+        finally:
+            signals.restore()
+            db.close()
     return result
+
+
+class _StopSignals:
+    """Counts Ctrl-C, SIGTERM and SIGHUP and remembers the first; the loop acts on them at
+    its next tick. (A handler that raised could cut a transaction or the clean-up short.)
+    Off the main thread Python cannot install handlers: the caller's stay in force."""
+
+    def __init__(self):
+        self.count, self.first = 0, None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+
+    def _on_signal(self, signum, frame) -> None:
+        self.first = self.first or signum
+        self.count += 1
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)

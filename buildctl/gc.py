@@ -22,8 +22,6 @@ from buildctl.storage import Database, query_text
 #: stays small beside the work (see benchmarks/RESULTS.md).
 DEFAULT_BATCH_SIZE = 2000
 
-ENDED = ("completed", "failed", "cancelled")
-
 
 @dataclass
 class Step:

@@ -164,4 +164,4 @@ def write_textfile(path: str, text: str) -> None:
         pass
 
 
-__all__ = ["collect", "exposition", "text_format", "write_textfile", "database_size", "PREFIX"]
+__all__ = ["collect", "exposition", "text_format", "write_textfile", "PREFIX"]

@@ -10,9 +10,15 @@ A background thread heartbeats every heartbeatIntervalMs with the child's memory
 CPU. It also fences the worker: if the assignment was taken away (the agent was
 marked stale and the task released) or the run was cancelled, it stops the child at
 once; if it cannot write a heartbeat for longer than the stale threshold, it stops
-the child and the worker exits, so that a task never runs twice at once.
+the child and the worker exits, so that a task never runs twice at once. A worker
+whose agent was marked stuck (by a peer, or because its task made no progress) stops.
 
-Stdlib only at module level: `run exec` starts workers as `python -m buildctl.worker`.
+While it waits for work, a worker also recovers its run's stale peers (the lease of
+SPEC §4): a worker that died with nobody to notice has its task handed back once its
+heartbeats are older than staleAfterMs. The task's processes die with their worker,
+detached ones included (see _GUARD).
+
+Stdlib only at module level: `run exec` starts workers as `buildctl agent work EXEC --agent ID`, which comes here without Typer.
 """
 
 from __future__ import annotations
@@ -20,21 +26,27 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 
-from buildctl import agents, assignments, execlog, storage
-from buildctl.errors import BuildctlError, Conflict, NotFound
+from buildctl import agents, agentstate, assignments, execlog, exitcodes, states, storage
+from buildctl.errors import BuildctlError, Conflict, DatabaseError, InvalidInput, NotFound, UsageError
 
 STDERR_TAIL_LINES = 20
+#: An idle worker looks for stale peers of its run at most this often (SPEC §4's lease).
+RECOVERY_INTERVAL_S = 1.0
 
 
 @dataclass
 class Options:
     execution_id: str
+    #: Work as this registered agent instead of registering one (`run exec` registers
+    #: its workers' agents itself, so that it knows whose worker died).
+    agent_id: str | None = None
     repo: str | None = None
     checkpoints: bool = False
     max_tasks: int | None = None
@@ -58,32 +70,109 @@ class Outcome:
 #: The task runs under a guard shell, the leader of its own process group, with a
 #: watcher that blocks reading the worker's lifeline pipe. The worker holds the only
 #: write end: when it dies, even by SIGKILL, the kernel closes it, the read sees EOF
-#: and the watcher kills the whole group, so a task whose agent is declared stale
+#: and the watcher kills the task's processes, so a task whose agent is declared dead
 #: cannot keep running beside its retry. The command itself runs in a background
 #: subshell whose exit status `wait` passes through. (A pipe instead of
 #: prctl(PR_SET_PDEATHSIG): that needs a preexec_fn, which costs ~3 ms a task.)
 #: The lifeline arrives as the guard's stdin; the command gets /dev/null, as before.
-_GUARD = ('exec 3<&0 0</dev/null; ( read _ <&3; kill -KILL 0 ) & watcher=$!; exec 3<&-; '
-          '( {body} ) & child=$!; wait $child; rc=$?; kill $watcher 2>/dev/null; exit $rc')
-_GUARD_NO_LIFELINE = '( {body} ) & wait $!'
+#:
+#: Detached descendants (`setsid`, a double fork) leave the process group and
+#: re-parent to init, so neither the group nor the process tree finds them. What they
+#: cannot leave is their environment: the guard starts with a variable named for the
+#: task (``BUILDCTL_TASK_<agent>_<n>=1``) that everything it starts inherits, and whoever
+#: kills the task — the watcher with one `grep` over /proc/*/environ when the lifeline
+#: closes, the worker (``kill_marked``) on a timeout or a stop, `run exec` when a worker
+#: died — kills every process carrying it (the watcher sparing itself until the end),
+#: then the group. The shells carry it too, not only the commands they start: a shell
+#: left alive would run the task's next command once its current one was killed.
+#: Chosen over the alternatives: PR_SET_CHILD_SUBREAPER makes the worker inherit the
+#: orphans, but they re-parent to init the moment the worker itself is SIGKILLed, the
+#: very case to cover; a cgroup needs a delegated cgroup v2 hierarchy that containers
+#: and CI runners mostly lack, and another process per task to create it. The marker
+#: costs nothing on a task's normal path (one more environment variable): /proc is
+#: scanned only when a task is killed. It names the variable, not its value, so a
+#: worker run inside a task keeps its parent's marker too. (A process that empties its
+#: own environment, `env -i`, escapes it.)
+#:
+#: The guard traps SIGTERM and keeps waiting, so a stop's SIGTERM reaches the command and
+#: the grace period is the command's to use; the watcher ignores it (it must outlive
+#: the stop until the task is gone) and is SIGKILLed once the command ended.
+_GUARD = (
+    'exec 3<&0 0</dev/null; '
+    '( trap "" TERM; read _ <&3; read -r me _ </proc/self/stat; n=0; '
+    '  while p=$(grep -lzsxF {marker}=1 /proc/[0-9]*/environ); [ $n -lt 20 ]; do n=$((n+1)); k=; '
+    '    for f in $p; do f=${{f#/proc/}}; f=${{f%/environ}}; '
+    '      if [ "$f" != "$me" ] && kill -KILL "$f" 2>/dev/null; then k=1; fi; done; '
+    '    [ -n "$k" ] || break; done; '
+    '  kill -KILL 0 ) & watcher=$!; exec 3<&-; '
+    'trap : TERM; ( {body} ) & child=$!; '
+    'wait $child; rc=$?; while kill -0 $child 2>/dev/null; do wait $child; rc=$?; done; '
+    'kill -KILL $watcher 2>/dev/null; exit $rc')
 
 
-def guarded_argv(command: str | list[str], lifeline: bool = True) -> list[str]:
+def task_marker(instance_id: str, n: int) -> str:
+    """The environment variable that marks every process of an agent's ``n``-th task."""
+    return f"{agent_marker(instance_id)}{n}"
+
+
+def agent_marker(instance_id: str) -> str:
+    """The prefix of the markers of all of an agent's tasks (``run exec`` kills by it when a worker died)."""
+    return f"BUILDCTL_TASK_{instance_id}_"
+
+
+def guarded_argv(command: str | list[str], marker: str) -> list[str]:
     body = 'eval "$1"' if isinstance(command, str) else 'exec "$@"'
-    script = (_GUARD if lifeline else _GUARD_NO_LIFELINE).format(body=body)
     rest = [command] if isinstance(command, str) else list(command)
-    return ["/bin/sh", "-c", script, "buildctl-task", *rest]
+    return ["/bin/sh", "-c", _GUARD.format(body=body, marker=marker), "buildctl-task", *rest]
+
+
+def marked_pids(prefix: str) -> list[int]:
+    """The processes whose environment holds a variable whose ``NAME=`` starts with ``prefix``."""
+    needle = b"\0" + prefix.encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if needle in b"\0" + env:
+            found.append(int(name))
+    return found
+
+
+def kill_marked(prefix: str, sig: int = signal.SIGKILL, *, besides_group: int | None = None) -> None:
+    """Send ``sig`` to every process marked ``prefix`` (see _GUARD), but for members of the
+    process group ``besides_group`` (signalled as a group already: a second SIGTERM may
+    mean "hurry" to a program). With SIGKILL, look again until none is left (a process
+    may fork between the look and the kill; a killed one soon shows an empty
+    environment, even as an unreaped zombie)."""
+    for _round in range(20 if sig == signal.SIGKILL else 1):
+        pids = marked_pids(prefix)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                if besides_group is None or os.getpgid(pid) != besides_group:
+                    os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 class Child:
     """The task's process, in its own process group so that stopping it stops its children too."""
 
-    def __init__(self, command: str | list[str], cwd: str | None, grace_s: float, passthrough: bool = False,
-                 lifeline: int | None = None, spool: tuple | None = None):
-        """``spool``: two files to take the task's stdout and stderr (their tails are read
-        afterwards: no pipes, no reader threads, bounded memory); ``passthrough``: echo
-        the output live instead (pipes drained by two threads that keep the tails)."""
+    def __init__(self, command: str | list[str], cwd: str | None, grace_s: float, *, lifeline: int, marker: str,
+                 passthrough: bool = False, spool: tuple | None = None):
+        """``lifeline``: the read end of the worker's lifeline pipe; ``marker``: the task's
+        environment marker (see _GUARD); ``spool``: two files to take the task's stdout
+        and stderr (their tails are read afterwards: no pipes, no reader threads, bounded
+        memory); ``passthrough``: echo the output live instead (pipes drained by two
+        threads that keep the tails)."""
         self.grace_s = grace_s
+        self.marker = marker
         self.started = time.monotonic()
         self.spool = None if passthrough else spool
         if self.spool is not None:
@@ -92,8 +181,7 @@ class Child:
                 f.truncate()
         out, err = self.spool if self.spool is not None else (subprocess.PIPE, subprocess.PIPE)
         self.proc = subprocess.Popen(
-            guarded_argv(command, lifeline is not None), cwd=cwd,
-            stdin=lifeline if lifeline is not None else subprocess.DEVNULL,
+            guarded_argv(command, marker), cwd=cwd, stdin=lifeline, env={**os.environ, marker: "1"},
             stdout=out, stderr=err, start_new_session=True,
         )
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -188,25 +276,23 @@ class Child:
             self._pidfd = None
 
     def terminate(self, reason: str) -> None:
-        """SIGTERM to the process group, the grace period, then SIGKILL."""
+        """SIGTERM to the task's processes (its group and the detached ones), the grace
+        period (the guard waits for the command), then SIGKILL to whatever is left."""
         if self.killed_reason is None:
             self.killed_reason = reason
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
+        self._signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=self.grace_s)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        # Whatever the shell left in its group goes too.
+            pass
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(self.proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+        kill_marked(self.marker + "=", sig, besides_group=self.proc.pid)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -232,6 +318,9 @@ class Worker:
         self.stop_reason: str | None = None  # set by the heartbeat thread: cancel, fenced, lost heartbeats
         self.released = False  # our running task was taken away (we were marked stale)
         self.heartbeats_lost = False  # no heartbeat could be written for the stale threshold
+        self.crash: BaseException | None = None  # the heartbeat thread met a bug: the worker ends with it
+        self.tasks_started = 0  # numbers each task's environment marker
+        self.next_recovery = 0.0  # monotonic time of the next look for stale peers
         self.hb_stop = threading.Event()
         self.hb_thread: threading.Thread | None = None
         # The read end goes to every task's guard; the write end stays here, unshared
@@ -263,15 +352,22 @@ class Worker:
                         self._beat(db)
                         last_ok = time.monotonic()
                         next_beat = last_ok + interval
-                except Conflict:
-                    # The agent ended under us (finished by someone else): stop working.
-                    self.stop_reason = self.stop_reason or "the agent was ended by another process"
-                except Exception:
+                except Conflict as exc:
+                    # The agent was ended or marked stuck by another process, or its run
+                    # was cancelled (the heartbeat says which): stop working.
+                    self.stop_reason = self.stop_reason or exc.message
+                except (sqlite3.DatabaseError, DatabaseError):
                     if time.monotonic() - last_ok > self._stale_after_s():
                         # We may already look stale to gc: make sure our task cannot run twice.
                         self.heartbeats_lost = True
                         self.stop_reason = self.stop_reason or (
                             f"no heartbeat could be written for {self._stale_after_s():g}s")
+                except Exception as exc:
+                    # A bug, not weather: end the worker with it (one error line, a failed
+                    # agent) instead of heartbeating no more until a peer finds us stale.
+                    self.crash = exc
+                    self.stop_reason = self.stop_reason or f"the heartbeat thread failed: {type(exc).__name__}: {exc}"
+                    return
                 self.hb_stop.wait(tick)
         finally:
             db.close()
@@ -291,7 +387,7 @@ class Worker:
         with self.lock:
             if self.child is not child:
                 return  # that process ended meanwhile and the task may be reported already: not a release
-        if held is None or held["instance_id"] != self.instance_id or held["status"] not in ("assigned", "running"):
+        if held is None or held["instance_id"] != self.instance_id or held["status"] not in states.ASSIGNMENT_HELD:
             self.released = True
             self.stop_reason = self.stop_reason or "the assignment was released (agent marked stale)"
 
@@ -303,31 +399,38 @@ class Worker:
             # Share of the task's time budget used: the only progress a shell command reports.
             timeout = current.get("timeout_s") or float(self.config.get("taskTimeoutMs", 300000)) / 1000
             progress = min(99, int(100 * child.elapsed() / timeout)) if timeout else None
+        beat = dict(status=status if status in states.HEARTBEAT_STATUSES else None,
+                    task=current["task_id"] if current else None, progress=progress, revive_stuck=False)
         try:
-            agents.heartbeat(db, self.instance_id, status=status if status in ("running", "idle") else None,
-                             task=current["task_id"] if current else None, progress=progress,
-                             pid=child.pid if child is not None else None)
-        except NotFound:
+            agents.heartbeat(db, self.instance_id, pid=child.pid if child is not None else None, **beat)
+        except (NotFound, InvalidInput):
             if child is None:
                 raise
             # The child exited between our look and the sample: beat without its figures.
-            agents.heartbeat(db, self.instance_id, status=status if status in ("running", "idle") else None,
-                             task=current["task_id"] if current else None, progress=progress)
+            agents.heartbeat(db, self.instance_id, **beat)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> Outcome:
+        if self.opts.agent_id is not None and self.opts.config is not None:
+            raise UsageError("--config cannot be given with --agent: the agent's own config applies")
         signal.signal(signal.SIGTERM, self._on_term)
         self.db.check_writable()  # fail early, with one line, if the database cannot be written
-        self.instance_id = agents.spawn(self.db, self.execution_id, config=self.opts.config)
-        self.config = agents.config_of(self.db, self.instance_id)
-        self.execution_id = self.db.scalar("SELECT execution_id FROM build_agent_instances WHERE instance_id = ?",
-                                           (self.instance_id,))
+        if self.opts.agent_id is not None:
+            agent = agents.adopt(self.db, self.opts.agent_id, self.execution_id)
+            self.instance_id, self.execution_id, self.config = agent["instance_id"], agent["execution_id"], agent["config"]
+        else:
+            self.instance_id = agents.spawn(self.db, self.execution_id, config=self.opts.config)
+            self.config = agentstate.config_of(self.db, self.instance_id)
+            self.execution_id = self.db.scalar("SELECT execution_id FROM build_agent_instances WHERE instance_id = ?",
+                                               (self.instance_id,))
         outcome = Outcome(self.instance_id)
         self.hb_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self.hb_thread.start()
         final_status, error = "completed", None
         try:
             while True:
+                if self.crash is not None:
+                    raise self.crash
                 if self.terms or self.stop_reason:
                     outcome.reason = self.stop_reason or "stopped by SIGTERM"
                     break
@@ -360,9 +463,13 @@ class Worker:
             if self.heartbeats_lost and final_status == "completed":
                 final_status, error = "failed", self.stop_reason
             try:
-                agents.finish(self.db, self.instance_id, final_status, error=error)
+                ended = agents.finish(self.db, self.instance_id, final_status, error=error, keep_stuck=True)
             except Exception:
-                pass  # already ended (or the database is gone): nothing more to record
+                ended = None  # already ended (or the database is gone): nothing more to record
+            if ended is not None and ended["status"] == "stuck" and not outcome.exit_code:
+                # Marked stuck (no progress, or by a peer when we looked stale): the run goes
+                # on without us; `run exec` starts a replacement while work remains.
+                outcome.exit_code = exitcodes.FAILED
             self.db.close()
         return outcome
 
@@ -373,13 +480,17 @@ class Worker:
         sleeping a fixed time, watch PRAGMA data_version (it changes whenever another
         connection commits, and reading it touches no table) and look again, read-only,
         as soon as something changed. A claim (a write transaction) follows only when
-        the look says there is work.
+        the look says there is work. While waiting, at most once a second, the worker
+        also recovers the run's stale peers (the lease, SPEC §4): a dead agent's task
+        comes back with no command typed and no parent process to notice the death.
         """
         self.status = "idle"
         while not (self.terms or self.stop_reason):
             state = assignments.run_state(self.db, self.execution_id)
             if state != "wait":
                 return state == "work"
+            if self._recover_peers():
+                continue  # something was handed back: look again at once
             version = self.db.scalar("PRAGMA data_version")
             deadline = time.monotonic() + self.opts.poll_max_s
             pause = self.opts.poll_min_s
@@ -390,40 +501,54 @@ class Worker:
                 pause = min(pause * 1.5, 0.1)  # a long quiet wait costs ~10 looks a second, not 200
         return True  # stop requested: the main loop sees it and leaves
 
+    def _recover_peers(self) -> bool:
+        """agents.recover for this run, at most every RECOVERY_INTERVAL_S (two indexed reads
+        when nothing is stale); True when it marked or released anything."""
+        now = time.monotonic()
+        if now < self.next_recovery:
+            return False
+        self.next_recovery = now + RECOVERY_INTERVAL_S
+        found = agents.recover(self.db, self._stale_after_s(), self.execution_id)
+        return bool(found["marked"] or found["released"])
+
     def _stale_after_s(self) -> float:
-        return self.config.get("staleAfterMs", agents.WORKER_CONFIG["staleAfterMs"]) / 1000
+        return self.config.get("staleAfterMs", agentstate.WORKER_CONFIG["staleAfterMs"]) / 1000
+
+    def _grace_s(self) -> float:
+        return self.config.get("killGraceMs", agentstate.WORKER_CONFIG["killGraceMs"]) / 1000
+
+    def _next_marker(self) -> str:
+        self.tasks_started += 1
+        return task_marker(self.instance_id, self.tasks_started)
 
     # ------------------------------------------------------------------ supervised command
     def supervise(self, argv: list[str], *, wave: int | None = None, task: str | None = None) -> int:
         """`agent spawn EXEC [--task T] -- CMD…`: run CMD as this agent and return CMD's exit code.
 
-        With --task, the task's assignment is taken (wave barrier and limits apply),
-        started, and completed or failed by CMD's exit code, exactly as a worker would.
+        With --task, the agent is registered and the task's assignment taken and started
+        in one transaction (wave barrier and limits apply; a refusal registers nothing),
+        then completed or failed by CMD's exit code, exactly as a worker would. A
+        cancelled run stops CMD (SIGTERM, the grace period, SIGKILL).
         """
         signal.signal(signal.SIGTERM, self._on_term)
-        if task is not None:
-            # Refuse before registering anything: a refused command writes nothing.
-            from buildctl import resolve
-
-            run = resolve.execution(self.db, self.opts.execution_id)
-            assignments.check_claimable(self.db, run["execution_id"], resolve.task(self.db, run, task)["id"])
-        self.instance_id = agents.spawn(self.db, self.opts.execution_id, wave=wave, task=task, config=self.opts.config)
-        self.config = agents.config_of(self.db, self.instance_id)
-        agent = self.db.one("SELECT execution_id, current_task_id FROM build_agent_instances WHERE instance_id = ?",
-                            (self.instance_id,))
-        self.execution_id = agent["execution_id"]
         claim = None
+        if task is not None:
+            claim = agents.spawn_for_task(self.db, self.opts.execution_id, task, wave=wave, config=self.opts.config,
+                                          context={"command": argv})
+            self.instance_id, self.execution_id = claim["instance_id"], claim["execution_id"]
+        else:
+            self.instance_id = agents.spawn(self.db, self.opts.execution_id, wave=wave, config=self.opts.config)
+            self.execution_id = self.db.scalar("SELECT execution_id FROM build_agent_instances WHERE instance_id = ?",
+                                               (self.instance_id,))
+        self.config = agentstate.config_of(self.db, self.instance_id)
         try:
-            if task is not None:
-                claim = assignments.claim_next(self.db, self.execution_id, self.instance_id,
-                                               task_id=agent["current_task_id"], start=True, context={"command": argv})
             with self.lock:
                 self.current, self.status = claim, "running"
             self.hb_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
             self.hb_thread.start()
-            grace = self.config.get("killGraceMs", agents.WORKER_CONFIG["killGraceMs"]) / 1000
             try:
-                child = Child(argv, None, grace, passthrough=True, lifeline=self.lifeline)
+                child = Child(argv, None, self._grace_s(), passthrough=True, lifeline=self.lifeline,
+                              marker=self._next_marker())
             except OSError as exc:
                 code, elapsed, error, killed = (127 if isinstance(exc, FileNotFoundError) else 126), 0.0, \
                     f"cannot run {argv[0]}: {exc.strerror or exc}", None
@@ -433,6 +558,8 @@ class Worker:
                 timeout = (claim.get("timeout_s") or self.config["taskTimeoutMs"] / 1000) if claim else None
                 code = child.wait(timeout, self._should_stop_now)
                 elapsed, error, killed = child.elapsed(), child.error_text(), child.killed_reason
+            if self.crash is not None:
+                raise self.crash
             code = 128 - code if code < 0 else code  # killed by a signal: the shell's convention
             context = {"command": argv, "exit_code": code, "duration_s": round(elapsed, 3)}
             if killed:
@@ -467,7 +594,7 @@ class Worker:
         if self.hb_thread is not None:
             self.hb_thread.join(timeout=5)
         try:
-            agents.finish(self.db, self.instance_id, status, error=error)
+            agents.finish(self.db, self.instance_id, status, error=error, keep_stuck=True)
         except BuildctlError:
             pass  # already ended by someone else
         self.db.close()
@@ -476,7 +603,7 @@ class Worker:
         return int(self.config.get("maxRetries", 3))
 
     def _backoff(self, attempt: int) -> float:
-        steps = self.config.get("retryBackoffMs") or agents.WORKER_CONFIG["retryBackoffMs"]
+        steps = self.config.get("retryBackoffMs") or agentstate.WORKER_CONFIG["retryBackoffMs"]
         return steps[min(attempt - 1, len(steps) - 1)] / 1000
 
     def _should_stop(self) -> str | None:
@@ -487,7 +614,11 @@ class Worker:
         return None
 
     def _run_assignment(self, claim: dict) -> str:
-        """Run one claimed task to its end: 'completed', 'failed', 'retry-elsewhere' or 'lost'."""
+        """Run one claimed task to its end: 'completed', 'failed', 'retry-elsewhere' or 'lost'.
+
+        When the task makes no progress (SPEC §4: the third consecutive failure with the
+        same error), the domain marks this agent stuck and hands the task back in the
+        transaction that records the failure; the worker then stops (stop_reason)."""
         aid = claim["assignment_id"]
         with self.lock:
             self.current = claim
@@ -510,10 +641,15 @@ class Worker:
                                      instance_id=self.instance_id, context=context)
                     if checkpoint_id is not None:
                         self._restore(claim, checkpoint_id)
+                    self._stop_if_stuck()
                     return "failed"
-                assignments.retry_in_place(self.db, aid, instance_id=self.instance_id, error=error, context=context)
+                retry = assignments.retry_in_place(self.db, aid, instance_id=self.instance_id, error=error,
+                                                   context=context)
                 if checkpoint_id is not None:
                     self._restore(claim, checkpoint_id)
+                if retry["agent_stuck"]:
+                    self.stop_reason = self.stop_reason or f"agent {self.instance_id} marked stuck: {retry['agent_stuck']}"
+                    return "failed" if retry["status"] == "failed" else "retry-elsewhere"
                 if self._sleep_or_stop(self._backoff(attempt)):
                     return self._stopped(claim, self._should_stop() or "stopped", context)
         except Conflict as exc:
@@ -525,6 +661,19 @@ class Worker:
                 self.current = None
                 self.child = None
                 self.status = "idle"
+
+    def _stop_if_stuck(self) -> None:
+        """After a failure reported with ``fail``: stop when it marked this agent stuck."""
+        agent = self.db.one("SELECT status, error_context FROM build_agent_instances WHERE instance_id = ?",
+                            (self.instance_id,))
+        if agent is not None and agent["status"] == "stuck":
+            import json
+
+            try:
+                why = json.loads(agent["error_context"])["message"]
+            except (TypeError, ValueError, KeyError):
+                why = "no progress"
+            self.stop_reason = self.stop_reason or f"agent {self.instance_id} marked stuck: {why}"
 
     def _sleep_or_stop(self, seconds: float) -> bool:
         end = time.monotonic() + seconds
@@ -542,8 +691,8 @@ class Worker:
             outcome = assignments.release(self.db, claim["assignment_id"], reason=f"stopped: {reason}",
                                           max_retries=self._max_retries(), instance_id=self.instance_id)
         except Conflict:
-            return "lost"  # cancelled runs skip pending work; the assignment may already be settled
-        return "retry-elsewhere" if outcome == "pending" else "failed"
+            return "lost"  # the assignment may already be settled
+        return "failed" if outcome == "failed" else "retry-elsewhere"
 
     def _attempt(self, claim: dict, attempt: int) -> tuple[bool, dict, str]:
         timeout = claim.get("timeout_s") or float(self.config.get("taskTimeoutMs", 300000)) / 1000
@@ -569,8 +718,8 @@ class Worker:
         return True, context, ""
 
     def _run_child(self, command: str, timeout_s: float) -> tuple[int, float, str, str | None]:
-        child = Child(command, self.opts.repo, self.config.get("killGraceMs", agents.WORKER_CONFIG["killGraceMs"]) / 1000,
-                      lifeline=self.lifeline, spool=self.spool)
+        child = Child(command, self.opts.repo, self._grace_s(), lifeline=self.lifeline, marker=self._next_marker(),
+                      spool=self.spool)
         with self.lock:
             self.child = child
         try:
@@ -626,30 +775,3 @@ def execlog_warning(db, claim, instance_id, message) -> None:
         execlog_event(db, claim, instance_id, "warning", message, None)
     except Exception:
         pass
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m buildctl.worker EXEC [--db PATH] [--repo DIR] [--checkpoints] [--max-tasks N] [--config JSON]`:
-    the lean worker entry that `run exec` starts (no Typer, no Rich)."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="buildctl-worker")
-    p.add_argument("execution_id")
-    p.add_argument("--db")
-    p.add_argument("--repo")
-    p.add_argument("--checkpoints", action="store_true")
-    p.add_argument("--max-tasks", type=int)
-    p.add_argument("--config")
-    a = p.parse_args(argv)
-    from buildctl.cli.main import guarded
-
-    def body() -> int:
-        opts = Options(a.execution_id, repo=a.repo, checkpoints=a.checkpoints, max_tasks=a.max_tasks,
-                       config=a.config)
-        return Worker(a.db, opts).run().exit_code
-
-    return guarded(body)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@
 #   buildctl agent show ID [--heartbeats] [--json]
 #   buildctl agent spawn EXEC -- CMD ARGS... [--config] [--task] [--wave]
 #   buildctl agent stale EXEC [--json] [--mark] [--threshold]
-#   buildctl agent work EXEC [--checkpoints] [--config] [--max-tasks] [--no-checkpoints] [--repo]
+#   buildctl agent work EXEC [--agent] [--checkpoints] [--config] [--max-tasks] [--no-checkpoints] [--repo]
 #   buildctl checkpoint create EXEC [--agent] [--message] [--repo] [--task] [-m]
 #   buildctl checkpoint list EXEC [--json] [--task]
 #   buildctl checkpoint restore CHECKPOINT [--dry-run] [--exec] [--json] [--path] [--repo] [--reset-index]

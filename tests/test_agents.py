@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 
 import pytest
 
 import seed
-from buildctl import agents, exitcodes
+from buildctl import agents, agentstate, exitcodes
+from buildctl.errors import Conflict
 from conftest import assert_refused, snapshot
 
 
@@ -51,7 +53,7 @@ def test_spawn_defaults_to_the_current_wave_and_default_config(db, lane):
     iid = agents.spawn(db, "ex_s")  # a prefix of the execution id
     row = agent_row(db, iid)
     assert row["wave_number"] == 1 and row["current_task_id"] is None
-    assert json.loads(row["config"]) == agents.DEFAULT_CONFIG
+    assert json.loads(row["config"]) == agentstate.DEFAULT_CONFIG
     assert agent_row(db, agents.spawn(db, "ex_seed", wave=2))["wave_number"] == 2
 
 
@@ -254,3 +256,127 @@ def test_stale_mark_sets_stuck_and_releases_running_assignments(cli, db, ages):
     assert assignments.recount(db, "ex_seed")["ok"]
     # Marked agents are no longer stale; a second --mark finds nothing.
     assert json.loads(cli("agent", "stale", "--mark", "--json", check=True).stdout) == []
+
+
+# --------------------------------------------------------------------------- ending an agent releases what it held (issue 11)
+
+def _hold(db, task_id, instance_id, status="running"):
+    db.execute("UPDATE wave_task_assignments SET status = ?, instance_id = ?, assigned_at = datetime('now') "
+               "WHERE task_id = ?", (status, instance_id, task_id))
+    db.execute("UPDATE build_agent_instances SET current_task_id = ? WHERE instance_id = ?", (task_id, instance_id))
+
+
+def _assignment_status(db, task_id):
+    return db.scalar("SELECT status FROM wave_task_assignments WHERE task_id = ?", (task_id,))
+
+
+def _refuse_releases(db):
+    """A fault in the middle of a release: any status change of an assignment aborts (a
+    TEMP trigger, on this connection only)."""
+    db.execute("CREATE TEMP TRIGGER refuse_release BEFORE UPDATE OF status ON wave_task_assignments "
+               "BEGIN SELECT RAISE(ABORT, 'injected fault'); END")
+
+
+def test_finish_ends_the_agent_and_releases_its_task_in_one_transaction(db, lane):
+    _hold(db, lane["T-001"], "ag_one")
+    _refuse_releases(db)
+    with pytest.raises(sqlite3.DatabaseError, match="injected fault"):
+        agents.finish(db, "ag_one", "completed")
+    # The release failed, so the agent did not end either: it never ends holding a task.
+    assert agent_row(db, "ag_one")["status"] == "running"
+    assert _assignment_status(db, lane["T-001"]) == "running"
+    db.execute("DROP TRIGGER temp.refuse_release")
+    assert [r["outcome"] for r in agents.finish(db, "ag_one", "completed")["released"]] == ["pending"]
+
+
+def test_marking_a_stale_agent_stuck_and_releasing_its_task_is_one_transaction(db, ages):
+    _hold(db, ages["T-001"], "ag_2min")
+    _refuse_releases(db)
+    with pytest.raises(sqlite3.DatabaseError, match="injected fault"):
+        agents.mark_stale(db, 60)
+    assert agent_row(db, "ag_2min")["status"] == "running"
+    assert _assignment_status(db, ages["T-001"]) == "running"
+
+
+@pytest.fixture
+def holders(db):
+    """Four running tasks, held by a completed, a failed (maxRetries 0), a stuck and a missing agent."""
+    conn = db.conn
+    ids = seed.seed_list(conn, tasks=("T-001", "T-002", "T-003", "T-004", "T-005"))
+    seed.seed_run(conn)
+    seed.seed_wave(conn, wave_number=1, task_ids=[ids[t] for t in ("T-001", "T-002", "T-003", "T-004")], status="running")
+    seed.seed_wave(conn, wave_number=2, task_ids=[ids["T-005"]])
+    conn.execute("INSERT INTO task_relationships (source_task_id, target_task_id, relationship_type) "
+                 "VALUES (?, ?, 'depends_on')", (ids["T-005"], ids["T-002"]))
+    for iid, status in (("ag_done", "completed"), ("ag_failed", "failed"), ("ag_stuck", "stuck")):
+        seed.seed_agent(conn, iid, status=status, spawned_ago_s=30, heartbeat_ago_s=5)
+    conn.execute("""UPDATE build_agent_instances SET config = '{"maxRetries": 0}' WHERE instance_id = 'ag_failed'""")
+    seed.seed_agent(conn, "ag_live", spawned_ago_s=30, heartbeat_ago_s=1)
+    for t, iid in (("T-001", "ag_done"), ("T-002", "ag_failed"), ("T-003", "ag_stuck")):
+        _hold(db, ids[t], iid)
+    # An agent row that is gone (only possible with foreign keys off, by hand).
+    conn.execute("PRAGMA foreign_keys = OFF")
+    _hold(db, ids["T-004"], "ag_gone")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return ids
+
+
+def test_stale_mark_and_gc_release_tasks_held_by_ended_or_missing_agents(cli, db, holders):
+    assert json.loads(cli("agent", "stale", "--mark", "--json", check=True).stdout) == []  # nobody is stale
+    st = {t: _assignment_status(db, holders[t]) for t in ("T-001", "T-002", "T-003", "T-004", "T-005")}
+    # Each release is a failed attempt: a retry remains (back to pending), or not (failed, dependents skipped).
+    assert st == {"T-001": "pending", "T-002": "failed", "T-003": "pending", "T-004": "pending", "T-005": "skipped"}
+    failed = db.query("SELECT instance_id, message, context FROM task_execution_log WHERE event_type = 'task_failed' "
+                      "ORDER BY id")
+    assert sorted(f["instance_id"] or "" for f in failed) == ["", "ag_done", "ag_failed", "ag_stuck"]
+    assert any("agent ag_gone does not exist" in f["message"] for f in failed)
+    assert all(json.loads(f["context"])["released"] for f in failed)
+    assert agent_row(db, "ag_stuck")["status"] == "stuck" and agent_row(db, "ag_live")["status"] == "running"
+    from buildctl import assignments
+
+    assert assignments.recount(db, "ex_seed")["ok"]
+
+
+def test_gc_recovers_a_task_held_by_a_finished_agent(cli, db, holders):
+    assert cli("gc", "--json").returncode == 0
+    assert _assignment_status(db, holders["T-001"]) == "pending"
+
+
+def test_recover_of_one_run_leaves_other_runs_alone(db, holders):
+    seed.seed_list(db.conn, list_id="tl_other", tasks=("X-1",))
+    seed.seed_run(db.conn, execution_id="ex_other", list_id="tl_other")
+    seed.seed_wave(db.conn, execution_id="ex_other", task_ids=["tk_tl_other_X-1"], status="running")
+    seed.seed_agent(db.conn, "ag_other_done", execution_id="ex_other", status="completed")
+    _hold(db, "tk_tl_other_X-1", "ag_other_done")
+    found = agents.recover(db, 60, "ex_other")
+    assert found["marked"] == [] and [(r["instance_id"], r["outcome"]) for r in found["released"]] == \
+        [("ag_other_done", "pending")]
+    assert _assignment_status(db, holders["T-001"]) == "running"  # ex_seed's turn has not come
+
+
+# --------------------------------------------------------------------------- cancel reaches every agent (issue 11)
+
+def test_a_cancelled_runs_script_agents_are_refused_so_that_they_stop(cli, db, migrated, lane):
+    from buildctl import runs
+
+    agents.heartbeat(db, "ag_one")
+    runs.cancel(db, "ex_seed")
+    before = snapshot(migrated)
+    assert_refused(cli("heartbeat", "ag_one", "--progress", "50"), code=exitcodes.CONFLICT,
+                   contains="run ex_seed was cancelled")
+    assert_refused(cli("log", "add", "ex_seed", "info", "still working", "--agent", "ag_one"), code=exitcodes.CONFLICT,
+                   contains="run ex_seed was cancelled")
+    assert snapshot(migrated) == before
+    # The lane stays open to notes that no agent writes, and the agent can still be ended.
+    cli("log", "add", "ex_seed", "info", "post-mortem: cancelled for the release freeze", check=True)
+    cli("agent", "finish", "ag_one", "--status", "failed", "--error", "run cancelled", check=True)
+
+
+def test_spawn_for_task_registers_nothing_when_the_task_cannot_be_taken(db, migrated, lane):
+    claim = agents.spawn_for_task(db, "ex_seed", "T-001", context={"command": ["true"]})
+    assert claim["display_id"] == "T-001" and agent_row(db, claim["instance_id"])["status"] == "running"
+    before = snapshot(migrated)
+    for task, why in (("T-001", "not pending"), ("T-003", "wave 1 has not ended")):
+        with pytest.raises(Conflict, match=why):
+            agents.spawn_for_task(db, "ex_seed", task)
+    assert snapshot(migrated) == before

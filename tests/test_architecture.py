@@ -131,6 +131,22 @@ def test_the_schema_checks_hold_the_same_lists_as_states(constraint, values):
     assert _check_lists()[constraint] == values
 
 
+def test_no_status_list_is_written_out_twice():
+    """A literal tuple, list or set that repeats a list of buildctl/states.py (the same
+    words) anywhere else is a second definition of it: import it instead."""
+    defined = {frozenset(v) for k, v in vars(states).items() if k.isupper() and isinstance(v, tuple) and len(v) >= 2}
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "states.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and len(node.elts) >= 2:
+                values = [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+                if len(values) == len(node.elts) and frozenset(values) in defined:
+                    offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {tuple(values)}")
+    assert offenders == []
+
+
 def test_no_option_is_declared_twice():
     """Each option spelling has one declaration object; commands that share one share the object."""
     from buildctl.cli import commands

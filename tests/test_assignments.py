@@ -156,6 +156,74 @@ def test_retry_in_place_keeps_the_assignment_and_counts_the_attempt(db, tmp_path
     assert_recount(db, ex)
 
 
+def agent_of(db, instance_id):
+    row = db.one("SELECT status, current_task_id, error_context FROM build_agent_instances WHERE instance_id = ?",
+                 (instance_id,))
+    return {**row, "error_context": json.loads(row["error_context"]) if row["error_context"] else None}
+
+
+def test_the_third_same_error_failure_in_place_marks_the_agent_stuck_and_hands_the_task_back(db, tmp_path):
+    f = write_list(tmp_path / "l.json", [task("A"), task("B", deps=["A"])])
+    ex = runs.start_run(db, str(f))["execution_id"]
+    ag = add_agent(db, ex, "ag_loop")  # maxRetries 3: four attempts
+    c = assignments.claim_next(db, ex, ag, start=True)
+    for _ in range(2):
+        r = assignments.retry_in_place(db, c["assignment_id"], instance_id=ag, error="disk quota exceeded")
+        assert (r["status"], r["agent_stuck"]) == ("running", None)
+    r = assignments.retry_in_place(db, c["assignment_id"], instance_id=ag, error="disk quota exceeded")
+    assert r["status"] == "pending" and "3 consecutive failed attempts of A" in r["agent_stuck"]
+    agent = agent_of(db, ag)
+    assert (agent["status"], agent["current_task_id"]) == ("stuck", None)
+    assert agent["error_context"]["code"] == "no_progress"
+    assert agent["error_context"]["message"].endswith("with the same error: disk quota exceeded")
+    a = assignment_of(db, ex, "A")
+    assert (a["status"], a["instance_id"]) == ("pending", None)
+    assert [json.loads(e["context"])["will_retry"] for e in events(db, ex, "task_failed")] == [True, True, True]
+    assert any("marked stuck" in w["message"] for w in events(db, ex, "warning"))
+    assert_recount(db, ex)
+    # The task goes on elsewhere: attempt 4 is the last; failing it the same way fails the
+    # task for good (B skipped) and marks that agent stuck too.
+    other = add_agent(db, ex, "ag_next")
+    c = assignments.claim_next(db, ex, other, start=True)
+    assert c["attempt"] == 4
+    assert assignments.fail(db, c["assignment_id"], error="disk quota exceeded", max_retries=3,
+                            instance_id=other) == "failed"
+    assert statuses(db, ex) == {"A": "failed", "B": "skipped"}
+    assert agent_of(db, other)["status"] == "stuck"
+    assert_recount(db, ex)
+
+
+def test_the_same_error_rule_counts_consecutive_failures_across_agents_and_a_new_error_is_progress(db, tmp_path):
+    f = write_list(tmp_path / "l.json", [task("A")])
+    ex = runs.start_run(db, str(f))["execution_id"]
+    errors = ["exit 1", "exit 2", "exit 2", "exit 2"]
+    agents_ = [add_agent(db, ex, f"ag_{i}") for i in range(len(errors))]
+    for ag, error in zip(agents_, errors):
+        c = assignments.claim_next(db, ex, ag, start=True)
+        assert assignments.fail(db, c["assignment_id"], error=error, max_retries=5, instance_id=ag) == "retry"
+    # Only the failure that made three "exit 2" in a row is no progress.
+    assert [agent_of(db, ag)["status"] for ag in agents_] == ["idle", "idle", "idle", "stuck"]
+    # A release (the agent lost the task) is not the task failing: it never counts.
+    ag = add_agent(db, ex, "ag_released")
+    c = assignments.claim_next(db, ex, ag, start=True)
+    assert assignments.release(db, c["assignment_id"], reason="exit 2", max_retries=5) == "pending"
+    assert agent_of(db, ag)["status"] == "idle"
+    assert_recount(db, ex)
+
+
+def test_a_task_handed_back_after_the_run_was_cancelled_is_skipped(db, tmp_path):
+    f = write_list(tmp_path / "l.json", [task("A"), task("B")])
+    ex = runs.start_run(db, str(f))["execution_id"]
+    ag = add_agent(db, ex, "ag_c")
+    c = assignments.claim_next(db, ex, ag, start=True)
+    runs.cancel(db, ex)
+    assert assignments.release(db, c["assignment_id"], reason="stopped: the run was cancelled", max_retries=3) == "skipped"
+    assert statuses(db, ex) == {"A": "skipped", "B": "skipped"}
+    assert counters(db, ex) == {"status": "cancelled", "total_tasks": 2, "completed_tasks": 0, "failed_tasks": 0,
+                                "skipped_tasks": 2}
+    assert_recount(db, ex)
+
+
 def test_double_reports_and_foreign_agents_are_refused_without_a_write(db, migrated, tmp_path):
     f = write_list(tmp_path / "l.json", [task("A"), task("B")])
     ex = runs.start_run(db, str(f))["execution_id"]

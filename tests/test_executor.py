@@ -134,7 +134,7 @@ def test_failing_task_retries_with_restores_then_fails_and_skips_dependents(cli,
 
 
 def _worker(migrated: Path, ex: str, cfg: dict, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "buildctl.worker", ex, "--db", str(migrated), "--config",
+    return subprocess.Popen([sys.executable, "-m", "buildctl", "agent", "work", ex, "--db", str(migrated), "--config",
                              json.dumps(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kw)
 
 

@@ -12,7 +12,7 @@ import pytest
 import seed
 from conftest import assert_refused, snapshot
 
-from buildctl import agents, durations, execlog, exitcodes, jsonstrict, tasklists
+from buildctl import agentstate, durations, execlog, exitcodes, jsonstrict, tasklists
 from buildctl.errors import InvalidInput, UsageError
 
 DEEP = "[" * 50_000 + "]" * 50_000
@@ -165,15 +165,15 @@ CONFIG_REFUSED = [
 @pytest.mark.parametrize("text,message", CONFIG_REFUSED)
 def test_parse_config_refuses_out_of_range_values_naming_the_range(text, message):
     with pytest.raises(InvalidInput) as info:
-        agents.parse_config(text)
+        agentstate.parse_config(text)
     assert message in str(info.value)
 
 
 def test_parse_config_accepts_the_ends_of_every_range():
     given = {"maxRetries": 100, "heartbeatIntervalMs": 1, "taskTimeoutMs": WEEK_MS, "validationTimeoutMs": WEEK_MS,
              "killGraceMs": 0, "staleAfterMs": 1, "retryBackoffMs": [0] * 99 + [WEEK_MS]}
-    assert agents.parse_config(json.dumps(given)) == given
-    assert set(agents.CONFIG_RANGES) == set(agents.DEFAULT_CONFIG) | set(agents.WORKER_CONFIG)
+    assert agentstate.parse_config(json.dumps(given)) == given
+    assert set(agentstate.CONFIG_RANGES) == set(agentstate.DEFAULT_CONFIG) | set(agentstate.WORKER_CONFIG)
 
 
 def test_agent_spawn_refuses_a_config_out_of_range_and_writes_nothing(cli, lane):

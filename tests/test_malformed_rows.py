@@ -13,7 +13,7 @@ import pytest
 
 import seed
 
-from buildctl import agents, checkpoints, execlog, jsonstrict, render, runs, tasklists
+from buildctl import agents, agentstate, checkpoints, execlog, jsonstrict, render, runs, tasklists
 
 NAN_CONTEXT = '{"error": NaN}'
 GARBAGE = "not json {"
@@ -87,13 +87,13 @@ def test_agent_show_and_list_tolerate_a_malformed_config(db, damaged):
     listed = _strict(render.json_text(agents.list_agents(db, "ex_seed")))
     assert [a["config"] for a in listed] == ['{"maxRetries": NaN}']
     # The worker's view of it: the defaults.
-    assert agents.config_of(db, "ag_bad") == agents.DEFAULT_CONFIG
+    assert agentstate.config_of(db, "ag_bad") == agentstate.DEFAULT_CONFIG
 
 
 def test_a_stored_config_value_out_of_range_falls_back_to_its_default(db, damaged):
     db.execute("UPDATE build_agent_instances SET config = ? WHERE instance_id = 'ag_bad'",
                ('{"maxRetries": "x", "killGraceMs": -5, "taskTimeoutMs": 1000, "colour": 1}',))
-    assert agents.config_of(db, "ag_bad") == {**agents.DEFAULT_CONFIG, "taskTimeoutMs": 1000}
+    assert agentstate.config_of(db, "ag_bad") == {**agentstate.DEFAULT_CONFIG, "taskTimeoutMs": 1000}
 
 
 def test_finishing_an_agent_with_a_malformed_config_releases_its_task(db, damaged):

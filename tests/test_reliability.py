@@ -98,7 +98,7 @@ def pid_alive(pid: int) -> bool:
 
 def _worker(db_path: Path, ex: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "buildctl.worker", ex, "--db", str(db_path),
+        [sys.executable, "-m", "buildctl", "agent", "work", ex, "--db", str(db_path),
          "--config", json.dumps({"heartbeatIntervalMs": 100, "maxRetries": 3}), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )

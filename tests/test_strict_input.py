@@ -1,6 +1,6 @@
 """Property tests of strict input (issue 11 item 5, SPEC §6): NaN, Infinity, numbers that
 overflow, deep nesting, duplicate keys, lone surrogates and any unicode, fed to jsonstrict,
-`--context` (execlog.parse_context), `--config` (agents.parse_config) and task-list files
+`--context` (execlog.parse_context), `--config` (agentstate.parse_config) and task-list files
 (tasklists.parse_text and validate), and durations.
 
 For every input: no exception but buildctl's own errors; a refusal is one line with exit 3
@@ -16,7 +16,7 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from buildctl import agents, durations, exitcodes, jsonstrict, tasklists
+from buildctl import agentstate, durations, exitcodes, jsonstrict, tasklists
 from buildctl.errors import BuildctlError
 
 SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), database=None, max_examples=400)
@@ -161,7 +161,7 @@ def test_parse_context_gives_an_object_or_one_line(text):
 
 # --------------------------------------------------------------------------- --config
 
-config_keys = st.sampled_from(sorted(agents.CONFIG_RANGES) + ["colour", ""])
+config_keys = st.sampled_from(sorted(agentstate.CONFIG_RANGES) + ["colour", ""])
 config_values = st.one_of(numbers, st.lists(numbers, max_size=4), st.just([0] * 101), texts, st.none())
 configs = st.one_of(
     st.dictionaries(config_keys, config_values, max_size=4).map(_dumps),
@@ -176,12 +176,12 @@ configs = st.one_of(
 @given(configs)
 def test_parse_config_gives_values_in_range_or_one_line(text):
     try:
-        config = agents.parse_config(text)
+        config = agentstate.parse_config(text)
     except BuildctlError as exc:
         _refusal(exc)
         return
     for key, value in config.items():
-        low, high = agents.CONFIG_RANGES[key]
+        low, high = agentstate.CONFIG_RANGES[key]
         for v in value if isinstance(value, list) else [value]:
             assert isinstance(v, int) and not isinstance(v, bool) and low <= v <= high, (key, value)
     _round_trips(config)

@@ -11,12 +11,11 @@ import re
 import pytest
 
 from buildctl import states
-from conftest import EXAMPLES
 from runhelpers import task, write_list
 
 ID = re.compile(r"\b(?:ex|ag|tl|cp|tk|wv)_[0-9a-f]*")
 DATE = re.compile(r"\d{4}-\d\d-\d\d")
-TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d")
 STATUS_WORDS = set(states.RUN_STATUSES + states.AGENT_STATUSES + states.ASSIGNMENT_STATUSES + states.TASK_STATUSES
                    + states.LIST_STATUSES + states.WAVE_STATUSES + states.EVENT_TYPES)
 BOX = str.maketrans({c: " " for c in "│┃┏┓┗┛┡┩┳┻╇╋━─┴┬┼└┘┌┐├┤╭╮╯╰|:,()[]"})

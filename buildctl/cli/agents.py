@@ -48,8 +48,8 @@ def _run_agent_work(db, v: dict) -> int:
     repo_dir = os.path.abspath(v["repo"]) if v["repo"] else None
     if repo_dir is not None and not os.path.isdir(repo_dir):
         raise UsageError(f"--repo {v['repo']!r} is not a folder")
-    opts = worker.Options(v["execution"], repo=repo_dir, checkpoints=v["checkpoints"], max_tasks=v["max_tasks"],
-                          config=v["config"])
+    opts = worker.Options(v["execution"], agent_id=v["agent"], repo=repo_dir, checkpoints=v["checkpoints"],
+                          max_tasks=v["max_tasks"], config=v["config"])
     out = worker.Worker(db.location, opts).run()
     render.info(f"agent {out.instance_id}: {out.tasks_run} task(s) run, {out.completed} completed, "
                 f"{out.failed} failed; {out.reason}")
@@ -152,6 +152,9 @@ AGENT_WORK = Command(
         Param("max_tasks", ("--max-tasks",), type="int", min=1, max=1_000_000, metavar="N",
               help="Stop after running N tasks."),
         CONFIG,
+        Param("agent", ("--agent",), metavar="ID", complete="agent",
+              help="Work as this registered agent (from `agent spawn EXEC`) instead of registering one; its own "
+                   "config applies (so --config is refused beside it). `run exec` starts its workers this way."),
     ),
     runner=_run_agent_work,
 )

@@ -53,10 +53,10 @@ def _lifecycle(verb: str):
 def _run_exec(db, v: dict) -> int:
     import os
 
-    from buildctl import agents, executor, exitcodes, render, resolve
+    from buildctl import agentstate, executor, exitcodes, render, resolve
     from buildctl.errors import Conflict, UsageError
 
-    config = agents.parse_config(v["config"]) if v["config"] is not None else None  # refused before any worker starts
+    config = agentstate.parse_config(v["config"]) if v["config"] is not None else None  # refused before any worker starts
     run = resolve.execution(db, v["execution"])
     if run["status"] in states.RUN_ENDED:
         raise Conflict(f"run {run['execution_id']} has already ended ({run['status']}); "
@@ -84,8 +84,8 @@ def _run_exec(db, v: dict) -> int:
         for line in text.splitlines()[-3:]:
             render.info(f"worker: {line}")
     render.info(f"run {run['execution_id']} {result.status}")
-    if result.interrupted:
-        return exitcodes.INTERRUPTED
+    if result.signal:  # Ctrl-C 130, SIGTERM 143, SIGHUP 129: the shell's 128 + N
+        return 128 + result.signal
     return exitcodes.OK if result.status == "completed" else exitcodes.FAILED
 
 
