@@ -67,19 +67,125 @@ def spawn(db: Database, execution_id: str, wave: int | None = None, task: str | 
         return _spawn_in(db, execution_id, wave, task, cfg)[0]
 
 
-def spawn_for_task(db: Database, execution_id: str, task: str, *, wave: int | None = None,
-                   config: str | dict | None = None, context: dict | None = None) -> dict:
-    """`agent spawn EXEC --task T -- CMD`: register an agent and claim and start T for it,
-    in ONE transaction: a task that cannot be taken now (another agent won it, the
-    barrier, the limit) is refused (Conflict, with the reason) and leaves no agent behind.
-    Returns the claim (``assignments.claim_next``'s dict, with ``instance_id``)."""
+def spawn_and_claim(db: Database, execution_id: str, *, task: str | None = None, wave: int | None = None,
+                    config: str | dict | None = None, context: dict | None = None) -> dict:
+    """`agent spawn EXEC --task T` / `--next` (and `-- CMD`): register an agent and claim and
+    start T (or the next claimable task) for it, in ONE transaction, under every rule a
+    worker obeys. When nothing can be taken, nothing is written: a named task is refused
+    with the reason (Conflict); for the next task, NothingYet (the barrier, the limit, a
+    backoff, a pause: try again), NothingLeft (the run has nothing left) or Conflict (the
+    run was cancelled). Returns the claim (``assignments.claim_in``'s dict)."""
     from buildctl import assignments
+    from buildctl.errors import NothingLeft
 
     cfg = parse_config(config)
     _check_wave(wave)
     with db.write():
+        if task is None:
+            run = resolve.execution(db, execution_id)
+            if run["status"] == "cancelled":
+                raise Conflict(f"execution {run['execution_id']} was cancelled: there is nothing to claim")
+            if run["status"] in states.RUN_ENDED:
+                raise NothingLeft(f"nothing left to claim: execution {run['execution_id']} is {run['status']}")
         instance_id, ex, task_id = _spawn_in(db, execution_id, wave, task, cfg)
-        return assignments.claim_in(db, ex, instance_id, task_id, start=True, context=context)
+        return assignments.claim_in(db, ex, instance_id, task_id, start=True, context=context, refuse=True)
+
+
+def claim(db: Database, instance_id: str, *, context: dict | None = None) -> dict:
+    """`agent claim AG`: the next claimable task for an agent that holds none, claimed and
+    started in one transaction, under every rule a worker obeys. Refused as
+    ``spawn_and_claim`` refuses the next task, and for an agent that holds a task already
+    (report it first: `agent done`) or has ended."""
+    from buildctl import assignments
+
+    with db.write():
+        agent = _unended(db, instance_id, "has ended ({status}); it cannot claim a task")
+        iid = agent["instance_id"]
+        held = assignments.held_by(db, iid)
+        if held is not None:
+            name = db.scalar("SELECT display_id FROM tasks WHERE id = ?", (held["task_id"],))
+            raise Conflict(f"agent {iid} still holds {name}; report it first (`buildctl agent done {iid} --status …`)")
+        return assignments.claim_in(db, agent["execution_id"], iid, start=True, context=context, refuse=True)
+
+
+def done(db: Database, instance_id: str, status: str, error: str | None = None, *,
+         context: dict | None = None) -> dict:
+    """`agent done AG --status completed|failed [--error MSG]`: end the task the agent holds
+    — completed, or a failed attempt under the run's retry rules (back to pending after
+    its backoff while retries remain, else failed for good with its dependents skipped) —
+    and keep the agent for its next claim. One transaction. Refused when the agent holds
+    no task or has ended."""
+    with db.write():
+        agent = _unended(db, instance_id, "has ended ({status}); it holds no task")
+        result = _report_held(db, agent, status, error, context)
+        if result is None:
+            raise Conflict(f"agent {agent['instance_id']} holds no task; claim one first "
+                           f"(`buildctl agent claim {agent['instance_id']}`)")
+    return result
+
+
+def _report_held(db: Database, agent: dict, status: str, error: str | None, context: dict | None) -> dict | None:
+    """Inside the caller's write: complete or fail the task ``agent`` holds; None when it holds none."""
+    from buildctl import agentstate, assignments
+
+    if status not in FINISH_STATUSES:
+        raise UsageError(f"invalid status {status!r}; expected one of: {', '.join(FINISH_STATUSES)}")
+    iid = agent["instance_id"]
+    held = assignments.held_by(db, iid)
+    if held is None:
+        return None
+    ctx = {**(context or {}), "reported_by": "script"}
+    if status == "completed":
+        out = assignments.complete_in(db, held["assignment_id"], instance_id=iid, context=ctx)
+        return {**out, "outcome": "completed", "agent_stuck": None}
+    cfg = config_from(agent)
+    attempt = 1 + assignments.failed_attempts(db, agent["execution_id"], held["task_id"])
+    return assignments.fail_in(db, held["assignment_id"], error=error or "failed (no error given)",
+                               max_retries=int(cfg["maxRetries"]), instance_id=iid, context=ctx,
+                               backoff_s=agentstate.backoff_s(cfg, attempt))
+
+
+def claim_waiting(db: Database, attempt, *, execution_id: str, wait_s: float, stale_after_s: float,
+                  task_id: str | None = None, agent_id: str | None = None, poll_max_s: float = 1.0) -> dict:
+    """Retry ``attempt()`` (a claim) until it succeeds, for at most ``wait_s`` seconds
+    (``math.inf``: until the run has nothing left). While waiting, the run's stale agents
+    are marked stuck and their tasks released (the lease: a script killed mid-task gives
+    its task back to whoever waits), at most once a second, and the next try comes as
+    soon as anything commits. What cannot change by waiting is raised at once: a run that
+    ended or was cancelled, a named task that ended or was taken for good. A waiting
+    ``agent_id`` heartbeats meanwhile (waiting is a sign of life: its own lease must not
+    run out while it waits for work)."""
+    import time
+
+    from buildctl import assignments
+    from buildctl.errors import NothingYet
+
+    deadline = time.monotonic() + wait_s
+    next_recover = 0.0
+    while True:
+        try:
+            return attempt()
+        except NothingYet:
+            if time.monotonic() >= deadline:
+                raise
+        except Conflict:
+            # Only a named task that is not claimable *yet* is worth waiting for; anything
+            # else refused (a cancelled run, an ended agent) stays refused.
+            if task_id is None or time.monotonic() >= deadline:
+                raise
+            with db.read():
+                if assignments.task_taken_for_good(db, execution_id, task_id):
+                    raise
+        if time.monotonic() >= next_recover:
+            if agent_id is not None:
+                heartbeat(db, agent_id)
+            recover(db, stale_after_s, execution_id)
+            next_recover = time.monotonic() + 1.0
+        version, pause = db.data_version(), 0.01
+        until = min(deadline, time.monotonic() + poll_max_s)
+        while time.monotonic() < until and db.data_version() == version:
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.2)
 
 
 def _check_wave(wave) -> None:
@@ -247,14 +353,16 @@ def _sample_psutil(pid: int) -> tuple[float, float]:
 # --------------------------------------------------------------------------- finish
 
 def finish(db: Database, instance_id: str, status: str, error: str | None = None, *, context: dict | None = None,
-           keep_stuck: bool = False) -> dict:
+           keep_stuck: bool = False, report_held: bool = False) -> dict:
     """End an agent: ``completed`` or ``failed`` (with an ``error_context`` when ``error``;
     ``context`` adds keys to it, e.g. the signal that killed a worker).
 
-    A task the agent still held (assigned/running) is released in the same transaction
-    (back to pending if retries remain, else failed): an ended agent never holds a task.
-    With ``keep_stuck``, a stuck agent stays stuck (its error_context says why; a worker
-    ending after its agent was marked stuck). Refused for an unknown or already ended agent.
+    A task the agent still held is dealt with in the same transaction, so an ended agent
+    never holds one: with ``report_held`` (a script's `agent finish`), it is completed or
+    failed as ``status`` says (``done``'s rules); otherwise it is released (back to pending
+    if retries remain, else failed). With ``keep_stuck``, a stuck agent stays stuck (its
+    error_context says why; a worker ending after its agent was marked stuck). Refused
+    for an unknown or already ended agent.
     """
     from buildctl import assignments
 
@@ -263,10 +371,12 @@ def finish(db: Database, instance_id: str, status: str, error: str | None = None
     with db.write():
         agent = _unended(db, instance_id, "has already ended ({status})")
         iid = agent["instance_id"]
+        assignments.lock_run(db, agent["execution_id"])
         max_retries = int(config_from(agent)["maxRetries"])
         if keep_stuck and agent["status"] == "stuck":
             return {"instance_id": iid, "status": "stuck", "released": assignments.release_held(
                 db, iid, reason=f"agent {iid} was stuck and ended while holding the task", max_retries=max_retries)}
+        reported = _report_held(db, agent, status, error, None) if report_held else None
         error_context = None
         if error is not None:
             from buildctl import jsonstrict
@@ -284,7 +394,7 @@ def finish(db: Database, instance_id: str, status: str, error: str | None = None
         released = assignments.release_held(
             db, iid, reason=f"agent {iid} finished ({status}) while holding the task" + (f": {error}" if error else ""),
             max_retries=max_retries)
-    return {"instance_id": iid, "status": status, "released": released}
+    return {"instance_id": iid, "status": status, "released": released, "reported": reported}
 
 
 # --------------------------------------------------------------------------- list / show
@@ -424,6 +534,6 @@ def _orphan_holders(db: Database, execution_id: str | None) -> list[dict]:
         "ORDER BY a.instance_id", (execution_id,) if execution_id is not None else ())
 
 
-__all__ = ["spawn", "spawn_for_task", "adopt", "heartbeat", "finish", "mark_stuck", "list_agents", "show", "stale",
+__all__ = ["spawn", "spawn_and_claim", "claim", "done", "claim_waiting", "adopt", "heartbeat", "finish", "mark_stuck", "list_agents", "show", "stale",
            "mark_stale", "recover", "sample_process", "parse_config", "DEFAULT_CONFIG", "STATUSES",
            "HEARTBEAT_STATUSES", "FINISH_STATUSES"]

@@ -87,6 +87,18 @@ def parse_config(value: str | dict | None) -> dict:
     return {**DEFAULT_CONFIG, **given}
 
 
+def backoff_s(config: dict, attempt: int) -> float:
+    """Seconds to wait before retrying after failed attempt ``attempt`` (1, 2, …):
+    retryBackoffMs's step for it, the last step for every later one (1 s, 5 s, 15 s)."""
+    steps = config.get("retryBackoffMs") or WORKER_CONFIG["retryBackoffMs"]
+    return steps[min(attempt - 1, len(steps) - 1)] / 1000
+
+
+def stale_after_s(config: dict) -> float:
+    """How long an agent may stay silent before its peers take its task back (its lease)."""
+    return config.get("staleAfterMs", WORKER_CONFIG["staleAfterMs"]) / 1000
+
+
 def config_of(db: Database, instance_id: str) -> dict:
     """The agent's config: SPEC §4 defaults merged with what it was spawned with."""
     return config_from(db.one("SELECT config FROM build_agent_instances WHERE instance_id = ?", (instance_id,)) or {})

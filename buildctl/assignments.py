@@ -26,8 +26,7 @@ Stdlib only (the worker imports it).
 from __future__ import annotations
 
 from buildctl import execlog, states
-from buildctl.errors import Conflict, NotFound, UsageError
-from buildctl.storage import NOW
+from buildctl.errors import Conflict, NotFound, NothingLeft, NothingYet, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only: `agent finish` (the hot path) imports this module
@@ -69,11 +68,29 @@ def _assignment_id(value: Any) -> int:
         raise UsageError(f"invalid assignment id {value!r}: expected an integer") from None
 
 
+def lock_run(db: Database, execution_id: str) -> None:
+    """Inside a write: take the run's row lock, so that the run's state changes happen one
+    at a time (a wave settles only when its last task ended, counters add up, the barrier
+    and max_parallel_agents hold). SQLite's BEGIN IMMEDIATE does this for the whole
+    database already; PostgreSQL's READ COMMITTED needs the row locked. Every write that
+    changes a run's assignments takes it first, so the locks are always taken in the same
+    order (the run, then its rows) and never deadlock."""
+    lock = db.sql.lock_rows("task_list_execution_runs")
+    if lock:
+        db.execute(f"SELECT 1 FROM task_list_execution_runs WHERE execution_id = ?{lock}", (execution_id,))
+
+
 def _load(db: Database, assignment_id: Any) -> dict:
+    """The assignment with its task and run, inside a write: its run locked (``lock_run``),
+    then the row itself."""
     aid = _assignment_id(assignment_id)
     row = db.one(_LOAD, (aid,))
     if row is None:
         raise NotFound(f"no assignment {aid}")
+    lock = db.sql.lock_rows("a")
+    if lock:  # read again under the locks: another transaction may have changed it meanwhile
+        lock_run(db, row["execution_id"])
+        row = db.one(_LOAD + lock, (aid,))
     return row
 
 
@@ -122,7 +139,7 @@ def list_status_for_run(db: Database, task_list_id: str) -> None:
     status = {"pending": "in_progress", "running": "in_progress", "paused": "paused",
               "completed": "completed", "failed": "ready", "cancelled": "ready"}[run["status"]]
     db.execute(
-        f"UPDATE task_lists_v2 SET status = ?, updated_at = {NOW} WHERE id = ? AND status <> ? AND status <> 'archived'",
+        f"UPDATE task_lists_v2 SET status = ?, updated_at = {db.sql.now} WHERE id = ? AND status <> ? AND status <> 'archived'",
         (status, task_list_id, status),
     )
 
@@ -140,7 +157,7 @@ def settle(db: Database, execution_id: str) -> None:
           status = CASE WHEN EXISTS (SELECT 1 FROM wave_task_assignments a
                                      WHERE a.wave_id = parallel_execution_waves.wave_id AND a.status = 'failed')
                         THEN 'failed' ELSE 'completed' END,
-          completed_at = {NOW}
+          completed_at = {db.sql.now}
         WHERE execution_id = ? AND status IN ('pending', 'running')
           AND NOT EXISTS (SELECT 1 FROM wave_task_assignments a
                           WHERE a.wave_id = parallel_execution_waves.wave_id
@@ -152,7 +169,7 @@ def settle(db: Database, execution_id: str) -> None:
         f"""
         UPDATE task_list_execution_runs SET
           status = CASE WHEN failed_tasks > 0 THEN 'failed' ELSE 'completed' END,
-          completed_at = {NOW}
+          completed_at = {db.sql.now}
         WHERE execution_id = ? AND status IN ('pending', 'running', 'paused')
           AND NOT EXISTS (SELECT 1 FROM wave_task_assignments a
                           JOIN parallel_execution_waves w ON w.wave_id = a.wave_id
@@ -182,13 +199,13 @@ def skip_pending(db: Database, execution_id: str, rows: list[dict], *, reason: s
     n = 0
     for r in rows:
         cur = db.execute(
-            f"UPDATE wave_task_assignments SET status = 'skipped', completed_at = {NOW} WHERE id = ? AND status = 'pending'",
+            f"UPDATE wave_task_assignments SET status = 'skipped', completed_at = {db.sql.now} WHERE id = ? AND status = 'pending'",
             (r["assignment_id"],),
         )
         if cur.rowcount != 1:
             continue
         n += 1
-        db.execute(f"UPDATE tasks SET status = 'skipped', updated_at = {NOW} WHERE id = ?", (r["task_id"],))
+        db.execute(f"UPDATE tasks SET status = 'skipped', updated_at = {db.sql.now} WHERE id = ?", (r["task_id"],))
         execlog.append(
             db, execution_id, "task_skipped", message.format(task=r["display_id"]), task_id=r["task_id"],
             context={**(context or {}), "reason": reason, "wave": r["wave_number"], "assignment_id": r["assignment_id"]},
@@ -229,10 +246,24 @@ def _skip_dependents(db: Database, row: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- claim
 
-def _claimable(db: Database, execution_id: str, task_id: str | None = None) -> tuple[dict | None, str]:
-    """The next pending assignment that may be handed out now, and the state ('work'/'wait'/'done').
+class _Outlook:
+    """What a run has to hand out right now: ``pick`` (the next claimable assignment, or
+    None), ``state`` ('work', 'wait' — more will come —, or 'done'), and ``why`` not."""
 
-    With ``task_id``, that task's assignment or nothing; the state then says why not."""
+    __slots__ = ("pick", "state", "why")
+
+    def __init__(self, pick: dict | None, state: str, why: str = ""):
+        self.pick, self.state, self.why = pick, state, why
+
+
+def _outlook(db: Database, execution_id: str, task_id: str | None = None, *, lock: bool = False) -> _Outlook:
+    """The next pending assignment of the lowest unfinished wave that may be handed out now
+    (with ``task_id``, that task's or nothing). Only when the run is pending or running,
+    fewer than max_parallel_agents assignments are held, and the assignment's retry
+    backoff (``not_before``) has passed. With ``lock`` (inside a write), the run's row is
+    locked first (``lock_run``) and the pick skips rows other transactions hold."""
+    if lock:
+        lock_run(db, execution_id)
     run = db.one(
         "SELECT r.execution_id, r.status, l.max_parallel_agents FROM task_list_execution_runs r "
         "JOIN task_lists_v2 l ON l.id = r.task_list_id WHERE r.execution_id = ?",
@@ -241,54 +272,60 @@ def _claimable(db: Database, execution_id: str, task_id: str | None = None) -> t
     if run is None:
         raise NotFound(f"no execution {execution_id!r}")
     if run["status"] in RUN_ENDED:
-        return None, "done"
+        return _Outlook(None, "done", f"execution {execution_id} is {run['status']}")
     wave = db.one(
         "SELECT w.wave_id, w.wave_number FROM parallel_execution_waves w WHERE w.execution_id = ? "
         "AND EXISTS (SELECT 1 FROM wave_task_assignments a WHERE a.wave_id = w.wave_id "
-        "            AND a.status IN ('pending', 'assigned', 'running')) "
+        f"            AND a.status IN {states.sql_list(ACTIVE)}) "
         "ORDER BY w.wave_number LIMIT 1",
         (execution_id,),
     )
     if wave is None:
-        return None, "done"
+        return _Outlook(None, "done", f"every task of execution {execution_id} has ended")
     if run["status"] == "paused":
-        return None, "wait"
+        return _Outlook(None, "wait", f"execution {execution_id} is paused; no task is handed out")
     held = db.scalar(
         "SELECT COUNT(*) FROM wave_task_assignments a JOIN parallel_execution_waves w ON w.wave_id = a.wave_id "
-        "WHERE w.execution_id = ? AND a.status IN ('assigned', 'running')",
+        f"WHERE w.execution_id = ? AND a.status IN {states.sql_list(HELD)}",
         (execution_id,),
     )
     if held >= run["max_parallel_agents"]:
-        return None, "wait"
+        return _Outlook(None, "wait", f"the run already has max_parallel_agents ({run['max_parallel_agents']}) "
+                                      "tasks held")
     nxt = db.one(
         "SELECT a.id AS assignment_id, a.task_id FROM wave_task_assignments a JOIN tasks t ON t.id = a.task_id "
-        "WHERE a.wave_id = ? AND a.status = 'pending' AND (? IS NULL OR a.task_id = ?) ORDER BY t.position, a.id LIMIT 1",
+        f"WHERE a.wave_id = ? AND a.status = 'pending' AND (a.not_before IS NULL OR a.not_before <= {db.sql.now}) "
+        "AND (CAST(? AS TEXT) IS NULL OR a.task_id = ?) ORDER BY t.position, a.id LIMIT 1"
+        + (db.sql.lock_rows("a", skip_locked=True) if lock else ""),
         (wave["wave_id"], task_id, task_id),
     )
-    if nxt is None:
-        return None, "wait"  # the barrier: the lowest unfinished wave has only held assignments left
-    return {**nxt, **wave}, "work"
+    if nxt is not None:
+        return _Outlook({**nxt, **wave}, "work")
+    if db.scalar("SELECT 1 FROM wave_task_assignments a WHERE a.wave_id = ? AND a.status = 'pending' "
+                 f"AND a.not_before > {db.sql.now} LIMIT 1", (wave["wave_id"],)):
+        return _Outlook(None, "wait", f"wave {wave['wave_number']}'s next task waits out its retry backoff")
+    return _Outlook(None, "wait", f"wave {wave['wave_number']} has not ended yet (the barrier)")
 
 
 def claim_next(db: Database, execution_id: str, instance_id: str, task_id: str | None = None, *,
-               start: bool = False, context: dict | None = None) -> dict | None:
-    """Atomically hand the next pending assignment of the lowest unfinished wave to an agent.
-
-    Only when the run is pending or running, and fewer than the list's
-    max_parallel_agents assignments are assigned or running. Returns None when
-    nothing can be handed out now (see ``run_state`` for whether to wait or stop).
-    With ``start``, the assignment is also started (running, task_started) in the
-    same transaction, as ``start()`` would.
-    """
+               start: bool = False, context: dict | None = None, refuse: bool = False) -> dict | None:
+    """Atomically hand the next pending assignment of the lowest unfinished wave to an agent
+    (``_outlook`` says which); None when nothing can be handed out now (``run_state`` says
+    whether to wait or stop), unless ``refuse`` (see ``claim_in``). With ``start``, the
+    assignment is also started (running, task_started) in the same transaction."""
     with db.write():
-        return claim_in(db, execution_id, instance_id, task_id, start=start, context=context)
+        return claim_in(db, execution_id, instance_id, task_id, start=start, context=context, refuse=refuse)
 
 
 def claim_in(db: Database, execution_id: str, instance_id: str, task_id: str | None = None, *,
-             start: bool = False, context: dict | None = None) -> dict | None:
+             start: bool = False, context: dict | None = None, refuse: bool = False) -> dict | None:
     """``claim_next`` inside the caller's write (`agent spawn --task T` registers the agent
-    and claims in one transaction, so a lost claim leaves no agent behind). With
-    ``task_id``, a task that cannot be taken now is refused (Conflict) with the reason."""
+    and claims in one transaction, so a refused claim leaves no agent behind).
+
+    A named task (``task_id``) that cannot be taken now is refused (Conflict) with the
+    reason. With ``refuse`` (a script asking), nothing to claim is refused too: Conflict
+    for a cancelled run, NothingLeft when the run has nothing left, NothingYet when more
+    will come."""
     agent = db.one("SELECT instance_id, execution_id, status FROM build_agent_instances WHERE instance_id = ?",
                    (instance_id,))
     if agent is None:
@@ -297,21 +334,24 @@ def claim_in(db: Database, execution_id: str, instance_id: str, task_id: str | N
         raise Conflict(f"agent {instance_id} belongs to execution {agent['execution_id']}, not {execution_id}")
     if agent["status"] in AGENT_OUT:
         raise Conflict(f"agent {instance_id} is {agent['status']}; it cannot take new work")
-    pick, state = _claimable(db, execution_id, task_id)
-    if pick is None:
+    outlook = _outlook(db, execution_id, task_id, lock=True)
+    if outlook.pick is None:
         if task_id is not None:
-            raise Conflict(_why_not(db, execution_id, task_id, state))
+            raise Conflict(_why_not(db, execution_id, task_id, outlook))
+        if refuse:
+            _refuse(db, execution_id, outlook)
         return None
+    pick = outlook.pick
     aid = pick["assignment_id"]
-    _set_status(db, aid, ("pending",), "assigned", extra=f", instance_id = ?, assigned_at = {NOW}",
-                params=(instance_id,))
+    _set_status(db, aid, ("pending",), "assigned",
+                extra=f", instance_id = ?, assigned_at = {db.sql.now}, not_before = NULL", params=(instance_id,))
     db.execute(
-        f"UPDATE task_list_execution_runs SET status = 'running', started_at = COALESCE(started_at, {NOW}) "
+        f"UPDATE task_list_execution_runs SET status = 'running', started_at = COALESCE(started_at, {db.sql.now}) "
         "WHERE execution_id = ? AND status = 'pending'",
         (execution_id,),
     )
     db.execute(
-        f"UPDATE parallel_execution_waves SET status = 'running', started_at = COALESCE(started_at, {NOW}) "
+        f"UPDATE parallel_execution_waves SET status = 'running', started_at = COALESCE(started_at, {db.sql.now}) "
         "WHERE wave_id = ? AND status = 'pending'",
         (pick["wave_id"],),
     )
@@ -321,7 +361,7 @@ def claim_in(db: Database, execution_id: str, instance_id: str, task_id: str | N
     )
     list_id = db.scalar("SELECT task_list_id FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
     list_status_for_run(db, list_id)
-    row = _load(db, aid)
+    row = db.one(_LOAD, (aid,))
     if start:  # claim and start in one transaction: the worker's common case
         attempt = _start(db, row, instance_id, context)
     else:
@@ -343,34 +383,55 @@ def claim_in(db: Database, execution_id: str, instance_id: str, task_id: str | N
     }
 
 
-def _why_not(db: Database, execution_id: str, task_id: str, state: str) -> str:
-    """Why a named task cannot be claimed now, for `agent spawn --task T -- CMD`."""
+def _refuse(db: Database, execution_id: str, outlook: _Outlook) -> None:
+    """Nothing to claim, said as a script can act on it (exit 5, 10 or 9)."""
+    status = db.scalar("SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
+    if status == "cancelled":
+        raise Conflict(f"execution {execution_id} was cancelled: stop working")
+    if outlook.state == "done":
+        raise NothingLeft(f"nothing left to claim: {outlook.why}")
+    raise NothingYet(f"nothing can be claimed yet: {outlook.why}")
+
+
+def _why_not(db: Database, execution_id: str, task_id: str, outlook: _Outlook) -> str:
+    """Why a named task cannot be claimed now (`agent spawn --task T`)."""
     row = db.one(
-        "SELECT a.status, w.wave_number, t.display_id FROM wave_task_assignments a "
+        "SELECT a.status, a.instance_id, w.wave_number, t.display_id FROM wave_task_assignments a "
         "JOIN parallel_execution_waves w ON w.wave_id = a.wave_id JOIN tasks t ON t.id = a.task_id "
         "WHERE w.execution_id = ? AND a.task_id = ?", (execution_id, task_id))
     if row is None:
         return f"task {task_id} is not in execution {execution_id}"
     name = row["display_id"]
+    if row["status"] in HELD:
+        return f"task {name} is {row['status']}, not pending (agent {row['instance_id']} holds it); it cannot be taken"
     if row["status"] != "pending":
         return f"task {name} is {row['status']}, not pending; it cannot be taken"
-    run_status = db.scalar("SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
-    if run_status == "paused":
-        return f"execution {execution_id} is paused; no task is handed out"
+    if outlook.state == "done":
+        return f"task {name} cannot be taken: {outlook.why}"
     current = db.scalar(
         "SELECT MIN(w.wave_number) FROM parallel_execution_waves w JOIN wave_task_assignments a ON a.wave_id = w.wave_id "
-        "WHERE w.execution_id = ? AND a.status IN ('pending', 'assigned', 'running')", (execution_id,))
+        f"WHERE w.execution_id = ? AND a.status IN {states.sql_list(ACTIVE)}", (execution_id,))
     if current is not None and row["wave_number"] > current:
         return f"task {name} is in wave {row['wave_number']}; wave {current} has not ended yet"
-    return f"task {name} cannot start now: the run already has max_parallel_agents tasks running"
+    return f"task {name} cannot start now: {outlook.why}"
+
+
+def task_taken_for_good(db: Database, execution_id: str, task_id: str) -> bool:
+    """Whether a named task can never be claimed again in this run (it ended, or the run did):
+    `--wait` stops waiting for it."""
+    row = db.one(
+        "SELECT a.status, r.status AS run_status FROM wave_task_assignments a "
+        "JOIN parallel_execution_waves w ON w.wave_id = a.wave_id "
+        "JOIN task_list_execution_runs r ON r.execution_id = w.execution_id "
+        "WHERE w.execution_id = ? AND a.task_id = ?", (execution_id, task_id))
+    return row is None or row["status"] in ENDED or row["run_status"] in RUN_ENDED
 
 
 def run_state(db: Database, execution_id: str) -> str:
-    """'work' (something is claimable now), 'wait' (barrier, limit or pause holds; more
-    will come), or 'done' (the run ended, or nothing is pending, assigned or running)."""
+    """'work' (something is claimable now), 'wait' (barrier, limit, backoff or pause holds;
+    more will come), or 'done' (the run ended, or nothing is pending, assigned or running)."""
     with db.read():
-        _pick, state = _claimable(db, execution_id)
-    return state
+        return _outlook(db, execution_id).state
 
 
 # --------------------------------------------------------------------------- transitions
@@ -392,7 +453,7 @@ def start(db: Database, assignment_id: Any, instance_id: str, *, context: dict |
 def _start(db: Database, row: dict, instance_id: str, context: dict | None) -> int:
     """assigned -> running inside the caller's write: task in_progress, the task_started event."""
     _set_status(db, row["assignment_id"], ("assigned",), "running")
-    db.execute(f"UPDATE tasks SET status = 'in_progress', updated_at = {NOW} WHERE id = ?", (row["task_id"],))
+    db.execute(f"UPDATE tasks SET status = 'in_progress', updated_at = {db.sql.now} WHERE id = ?", (row["task_id"],))
     attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
     execlog.append(
         db, row["execution_id"], "task_started", f"{row['display_id']} started (attempt {attempt})",
@@ -406,24 +467,37 @@ def complete(db: Database, assignment_id: Any, *, instance_id: str | None = None
     """assigned/running -> completed, with counters, task status, wave/run status and the
     ``task_completed`` event, in one transaction."""
     with db.write():
-        row = _load(db, assignment_id)
-        _require_held(row, instance_id, "complete")
-        aid = row["assignment_id"]
-        attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
-        _set_status(db, aid, HELD, "completed", extra=f", completed_at = {NOW}")
-        db.execute("UPDATE task_list_execution_runs SET completed_tasks = completed_tasks + 1 WHERE execution_id = ?",
-                   (row["execution_id"],))
-        db.execute("UPDATE parallel_execution_waves SET completed_count = completed_count + 1 WHERE wave_id = ?",
-                   (row["wave_id"],))
-        db.execute(f"UPDATE tasks SET status = 'completed', updated_at = {NOW} WHERE id = ?", (row["task_id"],))
-        execlog.append(
-            db, row["execution_id"], "task_completed", f"{row['display_id']} completed",
-            task_id=row["task_id"], instance_id=row["instance_id"],
-            context={**(context or {}), "attempt": attempt, "wave": row["wave_number"], "assignment_id": aid},
-        )
-        _agent_released(db, row["instance_id"], row["task_id"])
-        settle(db, row["execution_id"])
+        return complete_in(db, assignment_id, instance_id=instance_id, context=context)
+
+
+def complete_in(db: Database, assignment_id: Any, *, instance_id: str | None = None,
+                context: dict | None = None) -> dict:
+    """``complete`` inside the caller's write (`agent finish` completes the task its agent
+    held in the transaction that ends the agent)."""
+    row = _load(db, assignment_id)
+    _require_held(row, instance_id, "complete")
+    aid = row["assignment_id"]
+    attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
+    _set_status(db, aid, HELD, "completed", extra=f", completed_at = {db.sql.now}")
+    db.execute("UPDATE task_list_execution_runs SET completed_tasks = completed_tasks + 1 WHERE execution_id = ?",
+               (row["execution_id"],))
+    db.execute("UPDATE parallel_execution_waves SET completed_count = completed_count + 1 WHERE wave_id = ?",
+               (row["wave_id"],))
+    db.execute(f"UPDATE tasks SET status = 'completed', updated_at = {db.sql.now} WHERE id = ?", (row["task_id"],))
+    execlog.append(
+        db, row["execution_id"], "task_completed", f"{row['display_id']} completed",
+        task_id=row["task_id"], instance_id=row["instance_id"],
+        context={**(context or {}), "attempt": attempt, "wave": row["wave_number"], "assignment_id": aid},
+    )
+    _agent_released(db, row["instance_id"], row["task_id"])
+    settle(db, row["execution_id"])
     return {"assignment_id": aid, "status": "completed", "attempt": attempt}
+
+
+def held_by(db: Database, instance_id: str) -> dict | None:
+    """The assignment an agent holds (assigned or running), or None."""
+    return db.one(f"SELECT id AS assignment_id, task_id FROM wave_task_assignments WHERE instance_id = ? "
+                  f"AND status IN {states.sql_list(HELD)} ORDER BY id LIMIT 1", (instance_id,))
 
 
 def _same_error_streak(db: Database, row: dict, error: str) -> bool:
@@ -458,9 +532,10 @@ def _no_progress_stuck(db: Database, row: dict, error: str) -> str | None:
 
 
 def _fail(db: Database, row: dict, *, error: str, max_retries: int, context: dict | None,
-          kind: str) -> tuple[str, str | None]:
+          kind: str, backoff_s: float | None = None) -> tuple[str, str | None]:
     """Record a failed attempt (caller's write): ('retry' | 'failed' | 'skipped' (handed back
-    in a cancelled run), why the agent was marked stuck or None)."""
+    in a cancelled run), why the agent was marked stuck or None). A retry handed back to
+    pending waits ``backoff_s`` before it may be claimed again."""
     if max_retries is None or int(max_retries) < 0:
         raise UsageError(f"max_retries must be >= 0, not {max_retries!r}")
     max_retries = int(max_retries)
@@ -475,6 +550,8 @@ def _fail(db: Database, row: dict, *, error: str, max_retries: int, context: dic
            "will_retry": retry, "wave": row["wave_number"], "assignment_id": aid}
     if kind == "release":
         ctx["released"] = True
+    if retry and backoff_s:
+        ctx["retry_after_s"] = backoff_s
     verb = "released" if kind == "release" else "failed"
     tail = f"; retry {attempt} of {max_retries} follows" if retry else "; no retries left"
     execlog.append(
@@ -483,8 +560,14 @@ def _fail(db: Database, row: dict, *, error: str, max_retries: int, context: dic
         task_id=row["task_id"], instance_id=row["instance_id"], context=ctx,
     )
     if retry:
-        _set_status(db, aid, HELD, "pending", extra=", instance_id = NULL, assigned_at = NULL")
-        db.execute(f"UPDATE tasks SET status = 'pending', updated_at = {NOW} WHERE id = ?", (row["task_id"],))
+        if backoff_s:
+            from buildctl.durations import offset
+
+            _set_status(db, aid, HELD, "pending", extra=f", instance_id = NULL, assigned_at = NULL, "
+                                                        f"not_before = {db.sql.ago('?')}", params=(offset(-backoff_s),))
+        else:
+            _set_status(db, aid, HELD, "pending", extra=", instance_id = NULL, assigned_at = NULL")
+        db.execute(f"UPDATE tasks SET status = 'pending', updated_at = {db.sql.now} WHERE id = ?", (row["task_id"],))
         _agent_released(db, row["instance_id"], row["task_id"])
         outcome = "retry"
         if row["run_status"] == "cancelled":
@@ -493,12 +576,12 @@ def _fail(db: Database, row: dict, *, error: str, max_retries: int, context: dic
                          message="{task} skipped: the run was cancelled")
             outcome = "skipped"
     else:
-        _set_status(db, aid, HELD, "failed", extra=f", completed_at = {NOW}")
+        _set_status(db, aid, HELD, "failed", extra=f", completed_at = {db.sql.now}")
         db.execute("UPDATE task_list_execution_runs SET failed_tasks = failed_tasks + 1 WHERE execution_id = ?",
                    (row["execution_id"],))
         db.execute("UPDATE parallel_execution_waves SET failed_count = failed_count + 1 WHERE wave_id = ?",
                    (row["wave_id"],))
-        db.execute(f"UPDATE tasks SET status = 'failed', updated_at = {NOW} WHERE id = ?", (row["task_id"],))
+        db.execute(f"UPDATE tasks SET status = 'failed', updated_at = {db.sql.now} WHERE id = ?", (row["task_id"],))
         _skip_dependents(db, row)
         _agent_released(db, row["instance_id"], row["task_id"])
         settle(db, row["execution_id"])
@@ -507,16 +590,27 @@ def _fail(db: Database, row: dict, *, error: str, max_retries: int, context: dic
 
 
 def fail(db: Database, assignment_id: Any, *, error: str, max_retries: int, instance_id: str | None = None,
-         context: dict | None = None) -> str:
+         context: dict | None = None, backoff_s: float | None = None) -> str:
     """A failed attempt: ``task_failed`` event (context has attempt and error). Back to
     pending while attempts < 1 + max_retries ('retry'; 'skipped' when the run was
-    cancelled); else failed for good, its transitive dependents still pending in this
-    run skipped ('failed'). The third consecutive failure with the same error also marks
-    the holding agent stuck (SPEC §4)."""
+    cancelled), claimable again after ``backoff_s``; else failed for good, its transitive
+    dependents still pending in this run skipped ('failed'). The third consecutive
+    failure with the same error also marks the holding agent stuck (SPEC §4)."""
     with db.write():
-        row = _load(db, assignment_id)
-        _require_held(row, instance_id, "fail")
-        return _fail(db, row, error=error, max_retries=max_retries, context=context, kind="fail")[0]
+        return fail_in(db, assignment_id, error=error, max_retries=max_retries, instance_id=instance_id,
+                       context=context, backoff_s=backoff_s)["outcome"]
+
+
+def fail_in(db: Database, assignment_id: Any, *, error: str, max_retries: int, instance_id: str | None = None,
+            context: dict | None = None, backoff_s: float | None = None) -> dict:
+    """``fail`` inside the caller's write: {assignment_id, outcome, attempt, agent_stuck}."""
+    row = _load(db, assignment_id)
+    _require_held(row, instance_id, "fail")
+    attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
+    outcome, stuck = _fail(db, row, error=error, max_retries=max_retries, context=context, kind="fail",
+                           backoff_s=backoff_s)
+    return {"assignment_id": row["assignment_id"], "outcome": outcome, "status": _RELEASED_AS[outcome],
+            "attempt": attempt, "agent_stuck": stuck}
 
 
 def retry_in_place(db: Database, assignment_id: Any, *, instance_id: str, error: str, context: dict | None = None,

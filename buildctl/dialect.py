@@ -42,9 +42,11 @@ class SQLite:
     now = "strftime('%Y-%m-%d %H:%M:%f','now')"
     #: The same instant as ISO-8601 UTC text, for JSON documents we store.
     now_iso = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
-    #: Row locks: BEGIN IMMEDIATE already holds SQLite's only write lock.
-    for_update = ""
-    skip_locked = ""
+    @staticmethod
+    def lock_rows(alias: str, skip_locked: bool = False) -> str:
+        """Appended to a SELECT inside ``write()``: lock the rows of ``alias`` it reads.
+        Nothing on SQLite: BEGIN IMMEDIATE already holds the database's only write lock."""
+        return ""
 
     @staticmethod
     def ago(offset_param: str) -> str:
@@ -106,9 +108,11 @@ class Postgres:
     # Timestamps are timestamptz; the connection turns them back into UTC text.
     now = "now()"
     now_iso = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-    #: READ COMMITTED needs the rows it reads-then-writes locked.
-    for_update = " FOR UPDATE"
-    skip_locked = " FOR UPDATE SKIP LOCKED"
+    @staticmethod
+    def lock_rows(alias: str, skip_locked: bool = False) -> str:
+        """READ COMMITTED needs the rows a transaction reads-then-writes locked; with
+        ``skip_locked``, rows another transaction holds are passed over, not waited for."""
+        return f" FOR UPDATE OF {alias}" + (" SKIP LOCKED" if skip_locked else "")
 
     @staticmethod
     def ago(offset_param: str) -> str:

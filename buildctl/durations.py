@@ -58,8 +58,9 @@ def limit(seconds: float) -> str:
 
 
 def offset(seconds: float) -> str:
-    """'-86400.000 seconds': a cut-off ``seconds`` in the past, for ``db.sql.ago(param)`` on either engine."""
-    return f"-{seconds:.3f} seconds"
+    """'-86400.000 seconds': a cut-off ``seconds`` in the past, for ``db.sql.ago(param)`` on
+    either engine (a negative ``seconds`` gives a time ahead: '+5.000 seconds')."""
+    return f"{-seconds:+.3f} seconds"
 
 
 def human(seconds: float | None) -> str:

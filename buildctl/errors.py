@@ -38,6 +38,17 @@ class Conflict(BuildctlError):
     exit_code = exitcodes.CONFLICT
 
 
+class NothingYet(BuildctlError):
+    """Nothing can be claimed now (the wave barrier, max_parallel_agents, a retry's backoff,
+    a paused run); more will come: try again."""
+    exit_code = exitcodes.NOTHING_YET
+
+
+class NothingLeft(BuildctlError):
+    """The run has nothing left for agents: it ended, or every one of its tasks has."""
+    exit_code = exitcodes.NOTHING_LEFT
+
+
 class NeedsMigration(BuildctlError):
     exit_code = exitcodes.NEEDS_MIGRATION
 

@@ -408,7 +408,7 @@ class PostgresDatabase(Database):
     @contextmanager
     def write(self) -> Iterator["PostgresDatabase"]:
         """One short write transaction under READ COMMITTED: rows read to be changed must be
-        locked (``db.sql.for_update``); rolled back on any error."""
+        locked (``db.sql.lock_rows(alias)``); rolled back on any error."""
         self._begin("READ COMMITTED READ WRITE")
         try:
             yield self

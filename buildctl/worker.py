@@ -522,19 +522,21 @@ class Worker:
         return task_marker(self.instance_id, self.tasks_started)
 
     # ------------------------------------------------------------------ supervised command
-    def supervise(self, argv: list[str], *, wave: int | None = None, task: str | None = None) -> int:
-        """`agent spawn EXEC [--task T] -- CMD…`: run CMD as this agent and return CMD's exit code.
+    def supervise(self, argv: list[str], *, wave: int | None = None, task: str | None = None,
+                  claim_next: bool = False) -> int:
+        """`agent spawn EXEC [--task T | --next] -- CMD…`: run CMD as this agent and return
+        CMD's exit code.
 
-        With --task, the agent is registered and the task's assignment taken and started
-        in one transaction (wave barrier and limits apply; a refusal registers nothing),
-        then completed or failed by CMD's exit code, exactly as a worker would. A
-        cancelled run stops CMD (SIGTERM, the grace period, SIGKILL).
+        With --task (or --next), the agent is registered and the task's assignment taken
+        and started in one transaction (wave barrier and limits apply; a refusal registers
+        nothing), then completed or failed by CMD's exit code, exactly as a worker would.
+        A cancelled run stops CMD (SIGTERM, the grace period, SIGKILL).
         """
         signal.signal(signal.SIGTERM, self._on_term)
         claim = None
-        if task is not None:
-            claim = agents.spawn_for_task(self.db, self.opts.execution_id, task, wave=wave, config=self.opts.config,
-                                          context={"command": argv})
+        if task is not None or claim_next:
+            claim = agents.spawn_and_claim(self.db, self.opts.execution_id, task=task, wave=wave,
+                                           config=self.opts.config, context={"command": argv})
             self.instance_id, self.execution_id = claim["instance_id"], claim["execution_id"]
         else:
             self.instance_id = agents.spawn(self.db, self.opts.execution_id, wave=wave, config=self.opts.config)
@@ -603,8 +605,7 @@ class Worker:
         return int(self.config.get("maxRetries", 3))
 
     def _backoff(self, attempt: int) -> float:
-        steps = self.config.get("retryBackoffMs") or agentstate.WORKER_CONFIG["retryBackoffMs"]
-        return steps[min(attempt - 1, len(steps) - 1)] / 1000
+        return agentstate.backoff_s(self.config, attempt)
 
     def _should_stop(self) -> str | None:
         if self.stop_reason:

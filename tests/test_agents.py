@@ -37,16 +37,20 @@ def agent_row(db, iid):
 # --------------------------------------------------------------------------- spawn
 
 def test_spawn_prints_only_the_id_and_merges_config(cli, db, lane):
-    r = cli("agent", "spawn", "ex_seed", "--task", "T-003", "--config", '{"maxRetries": 5}', check=True)
+    r = cli("agent", "spawn", "ex_seed", "--config", '{"maxRetries": 5}', check=True)
     iid = r.stdout.strip()
     assert r.stdout == f"{iid}\n" and iid.startswith("ag_")
     row = agent_row(db, iid)
     assert row["status"] == "initializing"
-    assert row["wave_number"] == 2  # T-003's wave
-    assert row["current_task_id"] == lane["T-003"]
+    assert row["wave_number"] == 1  # the run's current wave
     assert json.loads(row["config"]) == {"maxRetries": 5, "heartbeatIntervalMs": 30000, "taskTimeoutMs": 300000,
                                          "validationTimeoutMs": 120000}
     assert row["last_heartbeat"] is None and row["spawned_at"]
+    # With --task, the task is claimed and started for the new agent (issue 16): T-003 waits
+    # behind wave 1, T-001 is taken.
+    assert cli("agent", "spawn", "ex_seed", "--task", "T-003").returncode == exitcodes.CONFLICT
+    claimed = agent_row(db, cli("agent", "spawn", "ex_seed", "--task", "T-001", check=True).stdout.strip())
+    assert (claimed["status"], claimed["wave_number"], claimed["current_task_id"]) == ("running", 1, lane["T-001"])
 
 
 def test_spawn_defaults_to_the_current_wave_and_default_config(db, lane):
@@ -372,11 +376,11 @@ def test_a_cancelled_runs_script_agents_are_refused_so_that_they_stop(cli, db, m
     cli("agent", "finish", "ag_one", "--status", "failed", "--error", "run cancelled", check=True)
 
 
-def test_spawn_for_task_registers_nothing_when_the_task_cannot_be_taken(db, migrated, lane):
-    claim = agents.spawn_for_task(db, "ex_seed", "T-001", context={"command": ["true"]})
+def test_spawn_and_claim_registers_nothing_when_the_task_cannot_be_taken(db, migrated, lane):
+    claim = agents.spawn_and_claim(db, "ex_seed", task="T-001", context={"command": ["true"]})
     assert claim["display_id"] == "T-001" and agent_row(db, claim["instance_id"])["status"] == "running"
     before = snapshot(migrated)
     for task, why in (("T-001", "not pending"), ("T-003", "wave 1 has not ended")):
         with pytest.raises(Conflict, match=why):
-            agents.spawn_for_task(db, "ex_seed", task)
+            agents.spawn_and_claim(db, "ex_seed", task=task)
     assert snapshot(migrated) == before

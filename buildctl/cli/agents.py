@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from buildctl import states
 from buildctl.cli.grammar import Command, Param
-from buildctl.cli.params import AGENT, CHECKPOINTS, CONFIG, EXEC, EXEC_FILTER, JSON, REPO, duration
+from buildctl.cli.params import AGENT, CHECKPOINTS, CONFIG, EXEC, EXEC_FILTER, FOREVER_S, JSON, REPO, duration
 
-GROUP = ("agent", "Build agents: spawn, work, list, show, stale, finish.")
+GROUP = ("agent", "Build agents: spawn, claim, done, work, list, show, stale, finish.")
+
+#: A bare `--wait`: wait until a task can be taken or the run has nothing left.
+_FOREVER = float("inf")
 
 
 # --------------------------------------------------------------------------- runners
@@ -25,18 +28,95 @@ def _run_heartbeat(db, v: dict) -> None:
 def _run_agent_finish(db, v: dict) -> None:
     from buildctl import agents
 
-    agents.finish(db, v["agent"], v["status"], error=v["error"])
+    agents.finish(db, v["agent"], v["status"], error=v["error"], report_held=True)
 
 
-def _run_agent_spawn(db, v: dict) -> str | int:
-    from buildctl import agents
+def _run_agent_spawn(db, v: dict) -> str | int | None:
+    import math
 
+    from buildctl import agents, agentstate, render
+    from buildctl.errors import UsageError
+
+    if v["task"] is not None and v["next"]:
+        raise UsageError("--task and --next are exclusive: name the task, or take the next one")
+    claiming = v["task"] is not None or v["next"]
+    if v["wait"] is not None and not claiming:
+        raise UsageError("--wait needs --task T or --next: there is nothing to wait for otherwise")
     if v["command"]:
         from buildctl import worker
 
+        if v["wait"] is not None:
+            raise UsageError("--wait is for scripts that claim a task; with -- CMD, retry the command instead")
         w = worker.Worker(db.location, worker.Options(v["execution"], config=v["config"]))
-        return w.supervise(list(v["command"]), wave=v["wave"], task=v["task"])
-    return agents.spawn(db, v["execution"], wave=v["wave"], task=v["task"], config=v["config"])
+        return w.supervise(list(v["command"]), wave=v["wave"], task=v["task"], claim_next=v["next"])
+    if not claiming:
+        agent = agents.spawn(db, v["execution"], wave=v["wave"], config=v["config"])
+        if v["as_json"]:
+            render.print_json({"agent": agent, "execution": db.scalar(
+                "SELECT execution_id FROM build_agent_instances WHERE instance_id = ?", (agent,))})
+            return None
+        return agent
+    cfg = agentstate.parse_config(v["config"])  # refused before anything is written
+    run = _run_of(db, v["execution"])
+    task_id = _task_id(db, run, v["task"])
+
+    def attempt() -> dict:
+        return agents.spawn_and_claim(db, run["execution_id"], task=v["task"], wave=v["wave"], config=v["config"])
+
+    claim = attempt() if v["wait"] is None else agents.claim_waiting(
+        db, attempt, execution_id=run["execution_id"], wait_s=math.inf if v["wait"] is _FOREVER else v["wait"],
+        stale_after_s=agentstate.stale_after_s(cfg), task_id=task_id)
+    return _claimed(claim, v["as_json"])
+
+
+def _run_of(db, execution: str) -> dict:
+    from buildctl import resolve
+
+    return resolve.execution(db, execution)
+
+
+def _task_id(db, run: dict, task: str | None) -> str | None:
+    from buildctl import resolve
+
+    return None if task is None else resolve.task(db, run, task)["id"]
+
+
+def _claimed(claim: dict, as_json: bool) -> str | None:
+    """What a claim prints: the agent id, or with --json what a script needs to run the task."""
+    from buildctl import render
+
+    if not as_json:
+        return claim["instance_id"]
+    render.print_json({
+        "agent": claim["instance_id"], "execution": claim["execution_id"], "task": claim["display_id"],
+        "task_id": claim["task_id"], "title": claim["title"], "command": claim["command"],
+        "validate": claim["validate_command"], "timeout_s": claim["timeout_s"], "attempt": claim["attempt"],
+        "wave": claim["wave_number"], "assignment_id": claim["assignment_id"]})
+    return None
+
+
+def _run_agent_claim(db, v: dict) -> str | None:
+    import math
+
+    from buildctl import agents, agentstate, resolve
+
+    agent = resolve.agent(db, v["agent"])
+    if v["wait"] is None:
+        return _claimed(agents.claim(db, agent["instance_id"]), v["as_json"])
+    claim = agents.claim_waiting(
+        db, lambda: agents.claim(db, agent["instance_id"]), execution_id=agent["execution_id"],
+        wait_s=math.inf if v["wait"] is _FOREVER else v["wait"],
+        stale_after_s=agentstate.stale_after_s(agentstate.config_from(agent)), agent_id=agent["instance_id"])
+    return _claimed(claim, v["as_json"])
+
+
+def _run_agent_done(db, v: dict) -> None:
+    from buildctl import agents, render
+
+    out = agents.done(db, v["agent"], v["status"], error=v["error"])
+    what = {"completed": "completed", "retry": "failed; it will be retried", "failed": "failed for good",
+            "skipped": "failed; the run was cancelled"}[out["outcome"]]
+    render.info(f"task {what}" + (f"; the agent is stuck: {out['agent_stuck']}" if out.get("agent_stuck") else ""))
 
 
 def _run_agent_work(db, v: dict) -> int:
@@ -106,26 +186,56 @@ HEARTBEAT = Command(
     runner=_run_heartbeat,
 )
 
+STATUS = Param("status", ("--status",), choices=states.FINISH_STATUSES, required=True,
+               help="completed, or failed (a failed attempt: retried after its backoff while retries remain).")
+ERROR = Param("error", ("--error",), metavar="MSG", help="What went wrong (the task's error, kept in the log).")
+WAIT = Param("wait", ("--wait",), type="duration", metavar="[DURATION]", flag_value=_FOREVER, min=0, max=FOREVER_S,
+             help="If nothing can be taken now, wait (at most DURATION; bare: until something can or the run has "
+                  "nothing left), reclaiming the tasks of agents that stopped heartbeating meanwhile.")
+CLAIM_JSON = Param("as_json", ("--json",), type="bool",
+                   help="Print the claimed task as JSON: agent, task, title, command, validate, timeout_s, attempt, "
+                        "wave (what a script needs to run it).")
+
 AGENT_FINISH = Command(
     ("agent", "finish"),
-    help=("End an agent from a script: completed or failed (with --error, kept in its error_context). "
-          "A task it still held is released in the same transaction. Prints nothing."),
-    short_help="End an agent: --status completed|failed [--error MSG].",
-    params=(
-        AGENT,
-        Param("status", ("--status",), choices=states.FINISH_STATUSES, required=True, help="How the agent ended."),
-        Param("error", ("--error",), metavar="MSG", help="What went wrong (kept in the agent's error_context)."),
-    ),
+    help=("End an agent: completed or failed (with --error, kept in its error_context). The task it holds is "
+          "completed or failed the same way (a failed attempt is retried after its backoff while retries remain), "
+          "in the same transaction. Prints nothing."),
+    short_help="End an agent (and the task it holds): --status completed|failed [--error MSG].",
+    params=(AGENT, STATUS, ERROR),
     runner=_run_agent_finish,
+)
+
+AGENT_CLAIM = Command(
+    ("agent", "claim"),
+    help=("Claim and start the next claimable task for an agent that holds none, under every rule a worker obeys "
+          "(the wave barrier, max_parallel_agents, dependencies, retry backoff). Prints the agent id (--json: the "
+          "task). Exit 9 when nothing can be claimed yet (try again, or --wait), 10 when the run has nothing left, "
+          "5 when the run was cancelled."),
+    short_help="Claim the next task for an agent; print it with --json.",
+    params=(AGENT, WAIT, CLAIM_JSON),
+    runner=_run_agent_claim,
+)
+
+AGENT_DONE = Command(
+    ("agent", "done"),
+    help=("End the task an agent holds and keep the agent for its next claim: completed, or failed (retried after "
+          "its backoff while retries remain, else failed for good with its dependents skipped). Named to pair with "
+          "`agent claim` (claim a task, mark it done), apart from `agent finish`, which ends the agent itself."),
+    short_help="End the task an agent holds: --status completed|failed [--error MSG].",
+    params=(AGENT, STATUS, ERROR),
+    runner=_run_agent_done,
 )
 
 AGENT_SPAWN = Command(
     ("agent", "spawn"),
-    help=("Register an agent in a run (status initializing) and print only its instance id. "
-          "With `-- CMD ARGS...`, run CMD as that agent instead (heartbeats, log events, final status) and exit "
-          "with CMD's exit code; with --task as well, the task is taken (the wave barrier and max_parallel_agents "
-          "apply) and completed or failed by CMD's exit code."),
-    short_help="Register an agent in a run; print its id (or run CMD as it).",
+    help=("Register an agent in a run (status initializing) and print only its instance id. With --task T (or "
+          "--next) the agent also claims and starts that task (the next claimable one) in the same transaction, "
+          "under every rule a worker obeys; when it cannot be taken now nothing is registered: --task exits 5 "
+          "saying why, --next exits 9 (nothing claimable yet) or 10 (the run has nothing left). With "
+          "`-- CMD ARGS...`, run CMD as that agent instead (heartbeats, log events, final status) and exit with "
+          "CMD's exit code; with --task or --next as well, the task is completed or failed by CMD's exit code."),
+    short_help="Register an agent in a run (and claim a task); print its id.",
     params=(
         EXEC,
         Param("command", metavar="-- CMD ARGS...", nargs=-1, required=False,
@@ -133,7 +243,10 @@ AGENT_SPAWN = Command(
         Param("wave", ("--wave",), type="int", min=1, max=1_000_000, metavar="N",
               help="Wave number the agent works in (default: the task's wave, else the run's current wave)."),
         Param("task", ("--task",), metavar="T", complete="task",
-              help="Task the agent starts on: display id (T-001) or task id; must be in the run."),
+              help="Claim and start this task: display id (T-001) or task id; exit 5 when it cannot be taken now."),
+        Param("next", ("--next",), type="bool", help="Claim and start the next claimable task."),
+        WAIT,
+        CLAIM_JSON,
         CONFIG,
     ),
     runner=_run_agent_spawn,
@@ -197,4 +310,5 @@ AGENT_STALE = Command(
     runner=_run_agent_stale,
 )
 
-COMMANDS = (HEARTBEAT, AGENT_SPAWN, AGENT_WORK, AGENT_LIST, AGENT_SHOW, AGENT_STALE, AGENT_FINISH)
+COMMANDS = (HEARTBEAT, AGENT_SPAWN, AGENT_CLAIM, AGENT_DONE, AGENT_WORK, AGENT_LIST, AGENT_SHOW, AGENT_STALE,
+            AGENT_FINISH)
