@@ -296,16 +296,19 @@ def heartbeat(db: Database, instance_id: str, status: str | None = None, task: s
         now = db.scalar(
             f"UPDATE build_agent_instances SET last_heartbeat = {db.sql.now}, status = ?, current_task_id = ? "
             "WHERE instance_id = ? RETURNING last_heartbeat", (new_status, task_id, iid))
-        cur = db.execute(
+        # The row's timestamp is the agent's new last_heartbeat, copied inside the database
+        # (a timestamp never travels through the client as a parameter).
+        heartbeat_id = db.scalar(
             "INSERT INTO agent_heartbeats (instance_id, timestamp, status, current_task_id, progress_percent, "
-            "memory_usage_mb, cpu_percent) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (iid, now, new_status, task_id, progress, None if memory_mb is None else round(memory_mb),
-             None if cpu is None else float(cpu)))
+            "memory_usage_mb, cpu_percent) SELECT ?, last_heartbeat, ?, ?, ?, ?, ? FROM build_agent_instances "
+            "WHERE instance_id = ? RETURNING id",
+            (iid, new_status, task_id, progress, None if memory_mb is None else round(memory_mb),
+             None if cpu is None else float(cpu), iid))
         if was_stuck:
             execlog.append(db, agent["execution_id"], "warning",
                            f"agent {iid} was stuck and sent a heartbeat; back to {new_status}",
                            task_id=task_id, instance_id=iid, context={"previous_status": "stuck"})
-    return {"instance_id": iid, "heartbeat_id": cur.lastrowid, "status": new_status, "timestamp": now,
+    return {"instance_id": iid, "heartbeat_id": heartbeat_id, "status": new_status, "timestamp": now,
             "was_stuck": was_stuck}
 
 
@@ -399,11 +402,11 @@ def finish(db: Database, instance_id: str, status: str, error: str | None = None
 
 # --------------------------------------------------------------------------- list / show
 
-_LIST = """
+def _list_sql(db: Database) -> str:
+    return f"""
 SELECT bai.instance_id, bai.execution_id, bai.agent_type, bai.wave_number, bai.status,
        bai.current_task_id, t.display_id AS task, bai.spawned_at, bai.last_heartbeat, bai.completed_at,
-       CAST((julianday('now') - julianday(COALESCE(bai.last_heartbeat, bai.spawned_at))) * 86400 AS INTEGER)
-         AS seconds_since_heartbeat,
+       CAST({db.sql.age_s('COALESCE(bai.last_heartbeat, bai.spawned_at)')} AS INTEGER) AS seconds_since_heartbeat,
        bai.config, bai.error_context
 FROM build_agent_instances bai
 LEFT JOIN tasks t ON t.id = bai.current_task_id
@@ -422,7 +425,7 @@ def list_agents(db: Database, execution_id: str | None = None, status: str | Non
         if status is not None:
             where.append("bai.status = ?")
             params.append(status)
-        sql = _LIST + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY bai.spawned_at, bai.instance_id"
+        sql = _list_sql(db) + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY bai.spawned_at, bai.instance_id"
         return db.query(sql, params)
 
 
@@ -432,7 +435,7 @@ def show(db: Database, instance_id: str, heartbeats: int = 10) -> dict:
         raise UsageError(f"--heartbeats must not be negative, not {heartbeats}")
     with db.read():
         iid = resolve.agent(db, instance_id)["instance_id"]
-        agent = db.one(_LIST + " WHERE bai.instance_id = ?", (iid,))
+        agent = db.one(_list_sql(db) + " WHERE bai.instance_id = ?", (iid,))
         recent = db.query(
             "SELECT h.id, h.timestamp, h.status, h.current_task_id, t.display_id AS task, h.progress_percent, "
             "h.memory_usage_mb, h.cpu_percent FROM agent_heartbeats h LEFT JOIN tasks t ON t.id = h.current_task_id "

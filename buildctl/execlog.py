@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from buildctl import resolve, states
 from buildctl.errors import Conflict, InvalidInput, UsageError
-from buildctl.storage import NOW
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only; typing costs ~6 ms at import
@@ -44,12 +43,11 @@ def append(db: Database, execution_id: str, event_type: str, message: str, *, ta
         from buildctl import jsonstrict
 
         context_text = jsonstrict.dumps(context, what="the log context")
-    cur = db.execute(
+    return db.scalar(
         "INSERT INTO task_execution_log (execution_id, task_id, instance_id, timestamp, event_type, message, context) "
-        f"VALUES (?, ?, ?, {NOW}, ?, ?, ?)",
+        f"VALUES (?, ?, ?, {db.sql.now}, ?, ?, ?) RETURNING id",
         (execution_id, task_id, instance_id, event_type, message, context_text),
     )
-    return cur.lastrowid
 
 
 def parse_context(text: str | dict | None) -> dict | None:
@@ -159,7 +157,7 @@ def follow(db: Database, execution_id: str, limit: int = DEFAULT_TAIL, task: str
            max_poll_s: float = 1.0, on_ready=None) -> Iterator[dict]:
     """Yield the tail, then every new event of the lane in id order, until the run has ended.
 
-    Polling is cheap: ``PRAGMA data_version`` tells whether any other connection
+    Polling is cheap: ``db.data_version()`` tells whether any other connection
     committed since the last look, and only then is the log queried (by rowid
     range). The run's status is read *before* each drain, so the events written
     before the run ended are all printed before the generator stops.
@@ -175,7 +173,7 @@ def follow(db: Database, execution_id: str, limit: int = DEFAULT_TAIL, task: str
     seen_version = None
     delay = poll_s
     while True:
-        version = db.scalar("PRAGMA data_version")
+        version = db.data_version()
         if version != seen_version:
             seen_version = version
             with db.read():

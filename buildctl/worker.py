@@ -477,7 +477,7 @@ class Worker:
         """Idle until something may be claimable; False when the run has nothing left.
 
         Waiting on the barrier must not cost a wave a polling interval: instead of
-        sleeping a fixed time, watch PRAGMA data_version (it changes whenever another
+        sleeping a fixed time, watch db.data_version() (it changes whenever another
         connection commits, and reading it touches no table) and look again, read-only,
         as soon as something changed. A claim (a write transaction) follows only when
         the look says there is work. While waiting, at most once a second, the worker
@@ -491,12 +491,12 @@ class Worker:
                 return state == "work"
             if self._recover_peers():
                 continue  # something was handed back: look again at once
-            version = self.db.scalar("PRAGMA data_version")
+            version = self.db.data_version()
             deadline = time.monotonic() + self.opts.poll_max_s
             pause = self.opts.poll_min_s
             while time.monotonic() < deadline and not (self.terms or self.stop_reason):
                 time.sleep(pause)
-                if self.db.scalar("PRAGMA data_version") != version:
+                if self.db.data_version() != version:
                     break
                 pause = min(pause * 1.5, 0.1)  # a long quiet wait costs ~10 looks a second, not 200
         return True  # stop requested: the main loop sees it and leaves
