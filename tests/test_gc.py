@@ -125,7 +125,7 @@ def test_each_delete_batch_reaches_its_rows_through_an_index_and_reads_no_kept_r
     conn.close()
     runs_by_key = "SEARCH r USING INDEX sqlite_autoindex_task_list_execution_runs_1 (execution_id=?)"
     cases = {
-        "gc_delete_heartbeats": ({"offset": "-86400.000 seconds", "batch_size": 100}, "agent_heartbeats",
+        "gc_delete_heartbeats": ({"cutoff_offset": "-86400.000 seconds", "batch_size": 100}, "agent_heartbeats",
                                  {"idx_heartbeats_timestamp (timestamp<?)"}),
         "gc_delete_logs": ({"execution_id": "ex_ended", "batch_size": 100}, "task_execution_log",
                            {"idx_exec_log_execution (execution_id=?)", "idx_exec_log_lane_task (execution_id=?)"}),

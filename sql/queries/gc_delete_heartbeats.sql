@@ -7,11 +7,11 @@
 -- Constant cost per batch: the rows are the first :batch_size entries of
 -- idx_heartbeats_timestamp (all of them expired, since earlier batches took the older
 -- ones); no row that is kept is read.
--- :offset is the retention as a negative offset ('-86400.000 seconds').
+-- :cutoff_offset is the retention as a negative offset ('-86400.000 seconds').
 DELETE FROM agent_heartbeats
 WHERE id IN (
   SELECT id FROM agent_heartbeats
-  WHERE timestamp < strftime('%Y-%m-%d %H:%M:%f', 'now', :offset)
+  WHERE timestamp < strftime('%Y-%m-%d %H:%M:%f', 'now', :cutoff_offset)
   ORDER BY timestamp
   LIMIT :batch_size
 );
