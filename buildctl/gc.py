@@ -31,11 +31,11 @@ DEFAULT_BATCH_SIZE = 10000
 
 #: The pause after each batch: half the time the batch held the lock, within these
 #: bounds. SQLite queues nobody: a writer that finds the lock taken sleeps and retries
-#: (its busy handler: retries within 25 ms during its first 100 ms of waiting, within
-#: 50 ms up to 228 ms, then every 100 ms). A gc that takes the lock again at once after
-#: each commit leaves it only microseconds to succeed in, and starves it for seconds
-#: whatever the batch size; a pause at least as long as the writer's next sleep lets
-#: it in on its first retry after the batch.
+#: (its busy handler sleeps at most 25 ms until it has waited 128 ms, 50 ms until
+#: 228 ms, then 100 ms). A gc that takes the lock again at once after each commit
+#: leaves it microseconds to succeed in, and starved it for seconds whatever the batch
+#: size; a pause at least as long as the sleep of a writer that waited the batch out
+#: lets it in on its first retry after the batch.
 MIN_PAUSE_S = 0.025
 MAX_PAUSE_S = 0.100
 
