@@ -98,8 +98,11 @@ def test_400k_expired_heartbeats_of_an_active_run_are_deleted(migrated):
     conn.close()
     with storage.connect(str(migrated)) as db:
         report = gc.collect(db, stale_after_s=NEVER)
+        # Nobody else was using the database: the WAL ends copied and truncated.
+        assert os.path.getsize(str(migrated) + "-wal") == 0
     assert report.ok, report.as_dict()
     assert {s.name: s.count for s in report.steps}["heartbeats"] == 400_000
+    assert "wal truncated" in {s.name: s for s in report.steps}["optimize"].details[0]
     assert _count(migrated, "SELECT count(*) FROM agent_heartbeats WHERE instance_id='ag_live'") == 2
     assert _count(migrated, "SELECT status FROM task_list_execution_runs WHERE execution_id='ex_live'") == "running"
 
