@@ -24,8 +24,8 @@ from buildctl.errors import DatabaseError
 from buildctl.storage import BUSY_TIMEOUT_MS, Database, query_text
 
 #: Rows per delete transaction. Chosen by benchmarks/bench_gc.py: on 5 M heartbeats a
-#: batch of 10,000 holds the write lock about 20 ms (60 ms at its p99 on a loaded
-#: 2-core machine); with the pause below, a concurrent heartbeat writer waits at most
+#: batch of 10,000 holds the write lock about 20 ms (p99 25 ms; up to 75 ms on a 2-core
+#: machine at load 5); with the pause below, a concurrent heartbeat writer waits at most
 #: about one batch (see benchmarks/RESULTS.md).
 DEFAULT_BATCH_SIZE = 10000
 
