@@ -68,10 +68,17 @@ def connect(db: Path | str) -> sqlite3.Connection:
 
 
 def copy_db(src: Path, dst: Path) -> None:
-    """Copy a closed, checkpointed database file (and nothing of its WAL)."""
+    """Copy a closed, checkpointed database file (and nothing of its WAL), flushed to disk:
+    otherwise the first fsync of the measured process (a checkpoint's) writes the whole
+    copy back (0.6 s for the 1.4 GB fleet) and is counted against it."""
     for suffix in ("", "-wal", "-shm"):
         Path(str(dst) + suffix).unlink(missing_ok=True)
     shutil.copyfile(src, dst)
+    fd = os.open(dst, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def checkpoint_and_close(conn: sqlite3.Connection) -> None:

@@ -35,6 +35,10 @@ class SQLite:
     #: A transaction-scoped lock on (namespace, key); None where ``write()``'s own lock
     #: (BEGIN IMMEDIATE: one writer per database) already excludes everyone else.
     xact_lock = None
+    try_xact_lock = None
+    #: Writers wait for the write lock by sleeping and retrying (SQLite's busy handler),
+    #: not in a queue: a loop of write transactions must leave them gaps to get in.
+    writers_poll = True
     #: Changes whenever another connection committed (and reading it touches no table).
     data_version = "PRAGMA data_version"
     size_bytes = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
@@ -96,6 +100,9 @@ class Postgres:
     table_exists = "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
     # Transaction-scoped, so nothing outlives the transaction (PgBouncer transaction mode).
     xact_lock = "SELECT pg_advisory_xact_lock(?, ?)"
+    try_xact_lock = "SELECT pg_try_advisory_xact_lock(?, ?)"
+    # Lock waiters queue: the next transaction in line gets the lock when it is released.
+    writers_poll = False
     # The server's current snapshot, xmin:xmax:xip (xmax is one past the latest
     # transaction that ended; xip lists those below it still running), moves exactly
     # when a transaction that wrote ends, at the moment its rows become visible, even

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import signal
 import sqlite3
@@ -14,6 +15,8 @@ import pytest
 
 import seed
 from conftest import assert_refused, buildctl_executable, snapshot
+
+NEVER = 100 * 365 * 86400.0  # a stale threshold nothing reaches
 
 
 def _heartbeats(conn, instance_id, ages_s):
@@ -41,24 +44,131 @@ def _count(path, sql, params=()):
         conn.close()
 
 
-def test_heartbeats_older_than_the_cutoff_go_and_dry_run_counts_the_same(cli, migrated):
+def test_heartbeats_older_than_the_cutoff_go_whatever_their_run_and_dry_run_counts_the_same(cli, migrated):
     conn = _seed_two_runs(migrated)
     ages = [60, 3600, 23 * 3600, 25 * 3600, 48 * 3600, 30 * 86400]
     _heartbeats(conn, "ag_ended", ages)
-    _heartbeats(conn, "ag_live", ages)  # an active run: kept whatever their age
+    _heartbeats(conn, "ag_live", ages)  # an active run: B.2's 24 hours all the same
     conn.close()
+    last_heartbeat = _count(migrated, "SELECT last_heartbeat FROM build_agent_instances WHERE instance_id='ag_live'")
     before = snapshot(migrated)
     dry = cli("gc", "--dry-run", "--json", check=True)
     assert snapshot(migrated) == before
     dry_counts = {s["step"]: s["count"] for s in json.loads(dry.stdout)["steps"]}
-    assert dry_counts["heartbeats"] == 3
+    assert dry_counts["heartbeats"] == 6
     real = cli("gc", "--json", "--batch-size", "2", check=True)
     counts = {s["step"]: s["count"] for s in json.loads(real.stdout)["steps"]}
-    assert counts["heartbeats"] == dry_counts["heartbeats"] == 3
-    left = _count(migrated, "SELECT group_concat(CAST(round((julianday('now') - julianday(timestamp)) * 86400 / 3600) AS INT)) "
-                            "FROM (SELECT timestamp FROM agent_heartbeats WHERE instance_id='ag_ended' ORDER BY timestamp DESC)")
-    assert left == "0,1,23"
-    assert _count(migrated, "SELECT count(*) FROM agent_heartbeats WHERE instance_id='ag_live'") == len(ages)
+    assert counts["heartbeats"] == dry_counts["heartbeats"] == 6
+    for agent in ("ag_ended", "ag_live"):
+        left = _count(migrated, "SELECT group_concat(CAST(round((julianday('now') - julianday(timestamp)) * 86400 / 3600) AS INT)) "
+                                "FROM (SELECT timestamp FROM agent_heartbeats WHERE instance_id=? ORDER BY timestamp DESC)", (agent,))
+        assert left == "0,1,23", agent
+    # Staleness reads the agent's own column, which gc leaves alone: the live agent is not stale.
+    assert _count(migrated, "SELECT last_heartbeat FROM build_agent_instances WHERE instance_id='ag_live'") == last_heartbeat
+    assert {s["step"]: s["count"] for s in json.loads(real.stdout)["steps"]}["stale_agents"] == 0
+
+
+def test_an_agent_row_with_a_null_id_in_an_active_run_does_not_stop_heartbeat_gc(migrated):
+    """SQLite lets a TEXT PRIMARY KEY hold NULL; a `NOT IN` over such a column is never true."""
+    from buildctl import gc, storage
+
+    conn = _seed_two_runs(migrated)
+    conn.execute("INSERT INTO build_agent_instances (instance_id, execution_id, wave_number, status) "
+                 "VALUES (NULL, 'ex_live', 1, 'idle')")
+    _heartbeats(conn, "ag_ended", [25 * 3600, 48 * 3600])
+    conn.close()
+    with storage.connect(str(migrated)) as db:
+        report = gc.collect(db, stale_after_s=NEVER)
+    assert {s.name: s.count for s in report.steps}["heartbeats"] == 2
+    assert _count(migrated, "SELECT count(*) FROM agent_heartbeats") == 0
+
+
+def test_400k_expired_heartbeats_of_an_active_run_are_deleted(migrated):
+    """Issue 11's acceptance: the rows of a running run are no exception, and none is kept
+    by a rule that each batch would have to re-read."""
+    from buildctl import gc, storage
+
+    conn = _seed_two_runs(migrated)
+    conn.execute("BEGIN")
+    conn.execute("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 399999) "
+                 "INSERT INTO agent_heartbeats (instance_id, timestamp, status) "
+                 "SELECT 'ag_live', strftime('%Y-%m-%d %H:%M:%f', 'now', '-2 days', printf('+%d seconds', i / 10)), "
+                 "'running' FROM n")
+    conn.execute("COMMIT")
+    _heartbeats(conn, "ag_live", [60, 3600])  # within the 24 hours: kept
+    conn.close()
+    with storage.connect(str(migrated)) as db:
+        report = gc.collect(db, stale_after_s=NEVER)
+        # Nobody else was using the database: the WAL ends copied and truncated.
+        assert os.path.getsize(str(migrated) + "-wal") == 0
+    assert report.ok, report.as_dict()
+    assert {s.name: s.count for s in report.steps}["heartbeats"] == 400_000
+    assert "wal truncated" in {s.name: s for s in report.steps}["optimize"].details[0]
+    assert _count(migrated, "SELECT count(*) FROM agent_heartbeats WHERE instance_id='ag_live'") == 2
+    assert _count(migrated, "SELECT status FROM task_list_execution_runs WHERE execution_id='ex_live'") == "running"
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no-statistics", "after-analyze"])
+def test_each_delete_batch_reaches_its_rows_through_an_index_and_reads_no_kept_row(migrated, analyzed):
+    """Constant cost per batch, read from EXPLAIN QUERY PLAN before and after ANALYZE (gc's
+    PRAGMA optimize may run it): the batch's rows are a range of a covering index — every
+    entry read is deleted, none is fetched to be tested and kept — then each is deleted by
+    its rowid; no full scan, no temporary b-tree, no other table read row by row."""
+    from buildctl import storage
+    from buildctl.storage import query_text
+
+    conn = _seed_two_runs(migrated)
+    conn.execute("BEGIN")
+    _heartbeats(conn, "ag_ended", range(0, 200_000, 100))
+    _heartbeats(conn, "ag_live", range(0, 200_000, 100))
+    conn.executemany("INSERT INTO task_execution_log (execution_id, timestamp, event_type, message) "
+                     "VALUES (?, datetime('now', '-60 days'), 'info', 'm')", [(ex,) for ex in ("ex_ended", "ex_live") * 500])
+    conn.execute("COMMIT")
+    if analyzed:
+        conn.execute("ANALYZE")
+    conn.close()
+    runs_by_key = "SEARCH r USING INDEX sqlite_autoindex_task_list_execution_runs_1 (execution_id=?)"
+    cases = {
+        "gc_delete_heartbeats": ({"cutoff_offset": "-86400.000 seconds", "batch_size": 100}, "agent_heartbeats",
+                                 {"idx_heartbeats_timestamp (timestamp<?)"}),
+        "gc_delete_logs": ({"execution_id": "ex_ended", "batch_size": 100}, "task_execution_log",
+                           {"idx_exec_log_execution (execution_id=?)", "idx_exec_log_lane_task (execution_id=?)"}),
+    }
+    with storage.connect(str(migrated)) as db:
+        for name, (params, table, ranges) in cases.items():
+            plan = [r["detail"] for r in db.query("EXPLAIN QUERY PLAN " + query_text(name), params)]
+            reads = [d for d in plan if d.startswith(("SCAN", "SEARCH"))]
+            by_rowid = f"SEARCH {table} USING INTEGER PRIMARY KEY (rowid=?)"
+            inner = [d for d in reads if d not in (by_rowid, runs_by_key)]
+            assert by_rowid in reads, (name, plan)
+            assert len(inner) == 1 and " USING COVERING INDEX " in inner[0] \
+                and inner[0].split(" USING COVERING INDEX ")[1] in ranges, (name, plan)
+            assert not [d for d in plan if "TEMP B-TREE" in d], (name, plan)
+
+
+def test_dry_run_takes_no_lock_and_leaves_the_disk_as_it_was(migrated):
+    from buildctl import gc, storage
+
+    conn = _seed_two_runs(migrated)
+    _heartbeats(conn, "ag_ended", [90000])
+    conn.close()
+
+    def disk():
+        return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in migrated.parent.iterdir()}
+
+    before, rows = disk(), snapshot(migrated)
+    db = storage.connect(str(migrated))
+    with gc.gc_lock(db, dry_run=True):
+        report = gc.collect(db, dry_run=True)
+    db.close()
+    assert {s.name: s.count for s in report.steps}["heartbeats"] == 1
+    assert disk() == before
+    assert snapshot(migrated) == rows
+    # A real gc takes the lock beside the database file.
+    db = storage.connect(str(migrated))
+    with gc.gc_lock(db):
+        assert os.path.exists(str(migrated) + ".gc.lock")
+    db.close()
 
 
 def test_custom_retention_durations(cli, migrated):
@@ -71,13 +181,20 @@ def test_custom_retention_durations(cli, migrated):
 
 def test_logs_of_ended_runs_go_and_a_running_run_keeps_every_row(cli, migrated):
     conn = _seed_two_runs(migrated)
-    for ex in ("ex_ended", "ex_live"):
+    seed.seed_run(conn, "ex_recent", status="failed", run_number=3)
+    for ex in ("ex_ended", "ex_live", "ex_recent"):
         conn.executemany("INSERT INTO task_execution_log (execution_id, timestamp, event_type, message) "
                          "VALUES (?, datetime('now', '-60 days'), 'info', ?)", [(ex, f"m{i}") for i in range(7)])
     conn.close()
-    cli("gc", "--batch-size", "3", check=True)
+    conn = sqlite3.connect(migrated)  # ended 10 days ago: its log is kept (30 days)
+    conn.execute("UPDATE task_list_execution_runs SET completed_at = datetime('now', '-10 days') WHERE execution_id = 'ex_recent'")
+    conn.commit()
+    conn.close()
+    out = json.loads(cli("gc", "--batch-size", "3", "--json", check=True).stdout)
+    assert {s["step"]: s["count"] for s in out["steps"]}["logs"] == 7
     assert _count(migrated, "SELECT count(*) FROM task_execution_log WHERE execution_id='ex_ended'") == 0
     assert _count(migrated, "SELECT count(*) FROM task_execution_log WHERE execution_id='ex_live'") == 7
+    assert _count(migrated, "SELECT count(*) FROM task_execution_log WHERE execution_id='ex_recent'") == 7
 
 
 def test_quiet_prints_nothing_when_all_went_well(cli, migrated):
@@ -217,7 +334,7 @@ def test_checkpoint_ref_is_deleted_with_its_row(cli, migrated, tmp_path):
     assert _count(migrated, "SELECT group_concat(id) FROM checkpoints") == new
 
 
-def test_unreachable_checkpoint_repository_is_reported(cli, migrated, tmp_path):
+def test_unreachable_checkpoint_refs_fail_the_step_and_gc_exits_1(cli, migrated, tmp_path):
     import shutil
 
     from checkpoint_helpers import git_env, init_repo
@@ -233,7 +350,25 @@ def test_unreachable_checkpoint_repository_is_reported(cli, migrated, tmp_path):
     conn.commit()
     conn.close()
     shutil.rmtree(repo)
-    out = json.loads(cli("gc", "--json", check=True).stdout)
-    step = {s["step"]: s for s in out["steps"]}["checkpoints"]
-    assert step["count"] == 1
-    assert any(cp in d and "could not reach" in d for d in step["details"]), step
+    r = cli("gc", "--json")
+    # The step fails (so does gc: exit 1), naming the ref; the other steps still ran.
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    out = json.loads(r.stdout)
+    steps = {s["step"]: s for s in out["steps"]}
+    assert out["ok"] is False
+    assert steps["checkpoints"]["ok"] is False and steps["checkpoints"]["count"] == 1
+    assert "could not be deleted" in steps["checkpoints"]["error"]
+    assert any(f"refs/buildctl/checkpoints/{cp}" in d for d in steps["checkpoints"]["details"]), steps["checkpoints"]
+    assert all(steps[name]["ok"] for name in ("heartbeats", "stale_agents", "logs", "optimize"))
+    assert "gc step checkpoints failed" in r.stderr
+    # The rows are gone, so the next gc has nothing left to fail on.
+    assert cli("gc", "--json").returncode == 0
+
+
+def test_gc_cli_dry_run_leaves_no_lock_file_and_the_default_batch_is_10000(cli, migrated):
+    from buildctl import gc
+
+    assert cli("gc", "--dry-run", "--json").returncode == 0
+    assert not Path(str(migrated) + ".gc.lock").exists()
+    assert gc.DEFAULT_BATCH_SIZE == 10_000
+    assert "default 10,000" in cli("gc", "--help", check=True).stdout

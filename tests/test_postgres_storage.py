@@ -740,10 +740,10 @@ def test_named_queries_answer_the_same_on_both_engines(migrated, pg_location):
     try:
         for name, params in cases:
             assert _comparable(pg.named(name, params)) == _comparable(sqlite_db.named(name, params)), (name, params)
-        for name in ("gc_count_heartbeats", "gc_count_logs", "gc_count_checkpoints"):
-            cutoff = sqlite_db.scalar(f"SELECT {SQLITE.ago('?')}", ("-3600.000 seconds",))
-            assert pg.scalar(storage.query_text(name, POSTGRES), {"cutoff": cutoff}) == \
-                sqlite_db.scalar(storage.query_text(name, SQLITE), {"cutoff": cutoff}), name
+        for name in ("gc_count_heartbeats", "gc_count_logs", "gc_count_checkpoints", "gc_expired_log_runs"):
+            params = {"cutoff_offset": "-3600.000 seconds"}
+            assert pg.query(storage.query_text(name, POSTGRES), params) == \
+                sqlite_db.query(storage.query_text(name, SQLITE), params), name
         assert pg.named("stale_agents", {"threshold": "-60.000 seconds", "execution_id": None})[0]["seconds_since_heartbeat"] >= 119
     finally:
         sqlite_db.close()

@@ -51,8 +51,9 @@ def _run_gc(db, v: dict) -> int:
     from buildctl import gc as gcmod
 
     try:
-        with gcmod.gc_lock(db):
-            report = gcmod.collect(db, repo=v["repo"], batch_size=v["batch_size"], dry_run=v["dry_run"],
+        with gcmod.gc_lock(db, dry_run=v["dry_run"]):
+            report = gcmod.collect(db, repo=v["repo"], batch_size=v["batch_size"] or gcmod.DEFAULT_BATCH_SIZE,
+                                   dry_run=v["dry_run"],
                                    keep_heartbeats_s=v["keep_heartbeats"], stale_after_s=v["stale_after"],
                                    keep_logs_s=v["keep_logs"], keep_checkpoints_s=v["keep_checkpoints"])
     except gcmod.GcBusy as busy:
@@ -107,11 +108,12 @@ MIGRATE = Command(
 GC = Command(
     ("gc",),
     help=("Clean up for cron: old heartbeats, stale agents, old logs and checkpoints, then optimize. Never touches "
-          "the log or the checkpoints of a pending, running or paused run. Exits non-zero when any step failed."),
+          "the log or the checkpoints of a pending, running or paused run. Deletes in short batches, so agents "
+          "writing meanwhile wait at most one batch. Exits non-zero when any step failed."),
     short_help="Clean up for cron: heartbeats, stale agents, old logs and checkpoints.",
     params=(
         duration("keep_heartbeats", ("--keep-heartbeats",), 86400.0,
-                 "Delete heartbeats older than this (90s, 15m, 24h, 30d)."),
+                 "Delete heartbeats older than this (90s, 15m, 24h, 30d), whatever their run's status."),
         duration("stale_after", ("--stale-after",), 60.0,
                  "Mark agents silent for longer than this `stuck` and release their tasks."),
         duration("keep_logs", ("--keep-logs",), 2592000.0,
@@ -120,8 +122,8 @@ GC = Command(
                  "Delete checkpoints (rows and git refs) of ended runs older than this."),
         Param("repo", ("--repo",), metavar="DIR", complete="path",
               help="Git repository holding the checkpoint refs (default: the one recorded with each checkpoint)."),
-        Param("batch_size", ("--batch-size",), type="int", min=1, max=1_000_000, default=2000, metavar="N",
-              help="Rows deleted per transaction; a concurrent writer waits at most one batch."),
+        Param("batch_size", ("--batch-size",), type="int", min=1, max=1_000_000, metavar="N",
+              help="Rows deleted per transaction (default 10,000); a concurrent writer waits at most one batch."),
         Param("dry_run", ("--dry-run",), type="bool", help="Report what would be done; change nothing."),
         Param("quiet", ("--quiet", "-q"), type="bool", help="Print nothing when every step succeeded (for cron mail)."),
         JSON,

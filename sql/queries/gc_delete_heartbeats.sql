@@ -1,20 +1,17 @@
--- Moved here from B.2's migration (an appendix defect: a DELETE inside a
--- migration runs once, at migrate time). gc runs it repeatedly, one bounded batch
--- per short transaction, until it deletes fewer rows than the batch size.
+-- One batch of heartbeats older than the cut-off, oldest first, whatever their run's
+-- status (B.2's rule; an agent's last_heartbeat keeps what staleness needs).
+-- Moved here from B.2's migration (an appendix defect: a DELETE inside a migration
+-- runs once, at migrate time). gc runs it repeatedly, one batch per short
+-- transaction, until it deletes fewer rows than :batch_size.
 --
--- :cutoff is an absolute timestamp, computed once per gc from the database clock,
--- so the batches converge while agents keep writing new heartbeats.
--- Heartbeats of agents whose run is still pending, running or paused are kept
--- until the run ends: gc never touches an active run.
+-- Constant cost per batch: the rows are the first :batch_size entries of
+-- idx_heartbeats_timestamp (all of them expired, since earlier batches took the older
+-- ones); no row that is kept is read.
+-- :cutoff_offset is the retention as a negative offset ('-86400.000 seconds').
 DELETE FROM agent_heartbeats
 WHERE id IN (
-  SELECT h.id FROM agent_heartbeats h
-  WHERE h.timestamp < :cutoff
-    AND h.instance_id NOT IN (
-      SELECT a.instance_id
-      FROM task_list_execution_runs r
-      JOIN build_agent_instances a ON a.execution_id = r.execution_id
-      WHERE r.status IN ('pending', 'running', 'paused'))
-  ORDER BY h.timestamp
+  SELECT id FROM agent_heartbeats
+  WHERE timestamp < strftime('%Y-%m-%d %H:%M:%f', 'now', :cutoff_offset)
+  ORDER BY timestamp
   LIMIT :batch_size
 );

@@ -1,18 +1,11 @@
--- PostgreSQL dialect of sql/queries/gc_delete_heartbeats.sql (mirrors the file as of
--- the gc rewrite's start: re-mirror it after that merge).
--- One bounded batch of expired heartbeats; gc repeats it, one short transaction per
--- batch, until it deletes fewer rows than :batch_size. :cutoff is UTC text from the
--- database clock, fixed for the whole gc. Heartbeats of agents whose run is still
--- pending, running or paused are kept.
+-- PostgreSQL dialect of sql/queries/gc_delete_heartbeats.sql (read that file for why):
+-- one bounded batch of heartbeats older than the cut-off, whatever their run's status
+-- (B.2), reached through idx_heartbeats_timestamp. :cutoff_offset is an interval such
+-- as '-86400.000 seconds', taken from the server's clock.
 DELETE FROM agent_heartbeats
 WHERE id IN (
-  SELECT h.id FROM agent_heartbeats h
-  WHERE h.timestamp < (CAST(:cutoff AS timestamp) AT TIME ZONE 'UTC')
-    AND h.instance_id NOT IN (
-      SELECT a.instance_id
-      FROM task_list_execution_runs r
-      JOIN build_agent_instances a ON a.execution_id = r.execution_id
-      WHERE r.status IN ('pending', 'running', 'paused'))
-  ORDER BY h.timestamp
+  SELECT id FROM agent_heartbeats
+  WHERE timestamp < now() + CAST(:cutoff_offset AS interval)
+  ORDER BY timestamp
   LIMIT :batch_size
 );
