@@ -81,6 +81,10 @@ def spawn_and_claim(db: Database, execution_id: str, *, task: str | None = None,
     cfg = parse_config(config)
     _check_wave(wave)
     with db.write():
+        # The run's row lock before the agent's row is written: that INSERT's foreign-key
+        # check takes a KEY SHARE lock on the run, and two spawners each holding one while
+        # waiting to take the claim's FOR UPDATE would deadlock (PostgreSQL).
+        assignments.lock_run(db, resolve.execution(db, execution_id)["execution_id"])
         if task is None:
             run = resolve.execution(db, execution_id)
             if run["status"] == "cancelled":

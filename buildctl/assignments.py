@@ -702,15 +702,15 @@ def recount(db: Database, execution_id: str) -> dict:
             "WHERE execution_id = ? ORDER BY wave_number", (execution_id,))
         run_re = db.one(
             "SELECT COUNT(a.id) AS total_tasks, "
-            "       COALESCE(SUM(a.status = 'completed'), 0) AS completed_tasks, "
-            "       COALESCE(SUM(a.status = 'failed'), 0) AS failed_tasks, "
-            "       COALESCE(SUM(a.status = 'skipped'), 0) AS skipped_tasks "
+            "       COUNT(a.id) FILTER (WHERE a.status = 'completed') AS completed_tasks, "
+            "       COUNT(a.id) FILTER (WHERE a.status = 'failed') AS failed_tasks, "
+            "       COUNT(a.id) FILTER (WHERE a.status = 'skipped') AS skipped_tasks "
             "FROM wave_task_assignments a JOIN parallel_execution_waves w ON w.wave_id = a.wave_id "
             "WHERE w.execution_id = ?", (execution_id,))
         waves_re = db.query(
             "SELECT w.wave_number, COUNT(a.id) AS task_count, "
-            "       COALESCE(SUM(a.status = 'completed'), 0) AS completed_count, "
-            "       COALESCE(SUM(a.status = 'failed'), 0) AS failed_count "
+            "       COUNT(a.id) FILTER (WHERE a.status = 'completed') AS completed_count, "
+            "       COUNT(a.id) FILTER (WHERE a.status = 'failed') AS failed_count "
             "FROM parallel_execution_waves w LEFT JOIN wave_task_assignments a ON a.wave_id = w.wave_id "
             "WHERE w.execution_id = ? GROUP BY w.wave_id ORDER BY w.wave_number", (execution_id,))
     stored = {"run": run, "waves": {w.pop("wave_number"): w for w in waves}}

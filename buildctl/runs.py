@@ -270,6 +270,7 @@ def pause(db: Database, value: str) -> dict:
     """pending/running -> paused: no new task is handed out; running tasks finish."""
     execution_id = resolve.execution(db, value)["execution_id"]
     with db.write():
+        assignments.lock_run(db, execution_id)  # read the status it checks under the lock claims take
         run = _run_row(db, execution_id)
         if run["status"] not in RUN_GOING:
             raise Conflict(f"cannot pause run {execution_id}: it is {run['status']}; only a pending or running run can be paused")
@@ -283,6 +284,7 @@ def resume(db: Database, value: str) -> dict:
     """paused -> running (or pending when no task was handed out yet)."""
     execution_id = resolve.execution(db, value)["execution_id"]
     with db.write():
+        assignments.lock_run(db, execution_id)  # read the status it checks under the lock claims take
         run = _run_row(db, execution_id)
         if run["status"] != "paused":
             raise Conflict(f"cannot resume run {execution_id}: it is {run['status']}; only a paused run can be resumed")
@@ -300,6 +302,7 @@ def cancel(db: Database, value: str) -> dict:
     cancelled and stop (their report is still recorded)."""
     execution_id = resolve.execution(db, value)["execution_id"]
     with db.write():
+        assignments.lock_run(db, execution_id)  # read the status it checks under the lock claims take
         run = _run_row(db, execution_id)
         if run["status"] not in RUN_ACTIVE:
             raise Conflict(

@@ -1,7 +1,11 @@
-"""Shared fixtures: a real SQLite file per test and a runner for the real `buildctl` command.
+"""Shared fixtures: a real database per test and a runner for the real `buildctl` command.
 
-PostgreSQL databases and the engine-parametrized fixtures (``engine``, ``db_location``,
-``blank_location``, ``pg_location``, ``pg_blank_location``) come from tests/engines.py.
+The test's database is on the engine under test (``engine``, tests/engines.py): a SQLite
+file by default; in a module marked ``pytest.mark.engines`` (the command-level suite),
+each test runs twice, on SQLite and on PostgreSQL, and ``db_path``, ``migrated``, ``db``,
+``env`` and ``cli`` all follow it (a test marked ``sqlite_only(reason=...)`` runs on SQLite
+alone). PostgreSQL databases (``pg_location``, ``pg_blank_location``) come from
+tests/engines.py.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from engines import blank_location, db_location, engine, pg_blank_location, pg_location, pg_server  # noqa: F401  (fixtures)
+from engines import (blank_location, copy_database, db_location, engine,  # noqa: F401  (fixtures)
+                     parametrize_engine, pg_blank_location, pg_location, pg_server)
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -41,9 +46,20 @@ class Result:
         return self.stdout.strip()
 
 
+def pytest_generate_tests(metafunc):
+    parametrize_engine(metafunc)
+
+
 @pytest.fixture
-def db_path(tmp_path) -> Path:
-    return tmp_path / "state" / "buildctl.db"
+def db_path(engine, tmp_path, request) -> Path | str:
+    """This test's database location on the engine under test: a SQLite file path (not
+    created: ``migrated`` copies the template there, or the test runs `migrate`), or a
+    PostgreSQL database of its own as a URL (a migrated copy of the template when the
+    test asks for ``migrated``, else an empty database, which `migrate` fills)."""
+    if engine == "sqlite":
+        return tmp_path / "state" / "buildctl.db"
+    server = request.getfixturevalue("pg_server")
+    return server.fresh() if "migrated" in request.fixturenames else server.blank()
 
 
 @pytest.fixture
@@ -87,10 +103,13 @@ def migrated_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def migrated(migrated_template, db_path) -> Path:
-    """A migrated database file of this test's own (a copy of the session's template)."""
+def migrated(engine, db_path, request) -> Path | str:
+    """A migrated database of this test's own (a copy of the session's template): a SQLite
+    file path, or a PostgreSQL URL."""
+    if engine == "postgres":
+        return db_path  # created from the PostgreSQL template already
     db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    shutil.copy2(migrated_template, db_path)
+    shutil.copy2(request.getfixturevalue("migrated_template"), db_path)
     return db_path
 
 

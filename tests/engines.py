@@ -7,15 +7,21 @@ test that asks for ``pg_location`` gets a database of its own copied from it
 (``CREATE DATABASE … TEMPLATE …``), and the session drops them all when it ends, failed
 or not. Without the variable, every PostgreSQL test skips, saying why.
 
-``engine`` is parametrized over both engines and ``db_location`` / ``blank_location``
-give a test its database on the engine under test as a location string (a file path
-or a URL), for ``BUILDCTL_DB``, ``storage.connect``, ``snapshot`` and ``seed.connect``.
+``engine`` names the engine under test: SQLite, unless the test runs on both
+(``parametrize_engine``): a test that names ``engine``, ``db_location`` or
+``blank_location`` itself, or any test of a module marked ``pytest.mark.engines`` (the
+command-level suite, whose ``migrated``/``db``/``env``/``cli`` follow ``engine``), runs
+once per engine, except those marked ``sqlite_only(reason=...)`` (file modes, WAL,
+PRAGMAs...). ``db_location`` / ``blank_location`` give a test its database on the engine
+under test as a location string (a file path or a URL), for ``BUILDCTL_DB``,
+``storage.connect``, ``snapshot`` and ``seed.connect``.
 
 Imported by conftest.py, which makes the fixtures below available to every test.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import secrets
 import subprocess
@@ -87,6 +93,11 @@ class PgServer:
             self._template = name
         return self._template
 
+    def copy_of(self, location: str) -> str:
+        """A database of its own holding a copy of the one at ``location`` (nobody may be
+        connected to that one meanwhile), as a location."""
+        return self.location(self._create(urlsplit(location).path.lstrip("/")))
+
     def fresh(self) -> str:
         """A migrated database of its own (a copy of the template), as a location."""
         return self.location(self._create(self.template()))
@@ -130,26 +141,60 @@ def pg_blank_location(pg_server) -> str:
     return pg_server.blank()
 
 
-@pytest.fixture(params=ENGINES)
+#: A test that names one of these itself runs on both engines, wherever it is.
+ENGINE_FIXTURES = ("engine", "db_location", "blank_location")
+
+
+def parametrize_engine(metafunc) -> None:
+    """pytest_generate_tests: run the test once per engine when it names an engine fixture
+    itself or its module is marked ``engines``, unless it is marked ``sqlite_only``
+    (which must say why). Any other test runs on SQLite, with its id unchanged."""
+    if "engine" not in metafunc.fixturenames:
+        return
+    node = metafunc.definition
+    only = node.get_closest_marker("sqlite_only")
+    if only is not None:
+        assert only.kwargs.get("reason"), f"{node.nodeid}: sqlite_only needs reason='why'"
+        return
+    named = set(inspect.signature(metafunc.function).parameters)
+    if node.get_closest_marker("engines") or named & set(ENGINE_FIXTURES):
+        metafunc.parametrize("engine", ENGINES, indirect=True)
+
+
+@pytest.fixture
 def engine(request) -> str:
-    """'sqlite' or 'postgres': a test using it (or db_location / blank_location) runs on both."""
-    if request.param == "postgres" and not pg_dsn():
+    """'sqlite' or 'postgres' (see parametrize_engine); SQLite where not parametrized."""
+    name = getattr(request, "param", "sqlite")
+    if name == "postgres" and not pg_dsn():
         pytest.skip(SKIP_REASON)
-    return request.param
+    return name
 
 
 @pytest.fixture
-def db_location(engine, request) -> str:
+def copy_database(engine, tmp_path, request):
+    """``copy_database(location, name)``: a database of the test's own holding a copy of the
+    one at ``location`` on the engine under test (a SQLite file ``name``.db beside the
+    test's files, or a PostgreSQL database), as a location string."""
+    import shutil
+
+    def copy(location, name: str) -> str:
+        if engine == "sqlite":
+            path = tmp_path / f"{name}.db"
+            shutil.copy2(location, path)
+            return str(path)
+        return request.getfixturevalue("pg_server").copy_of(str(location))
+
+    return copy
+
+
+@pytest.fixture
+def db_location(migrated) -> str:
     """A migrated database of this test's own on the engine under test, as a location."""
-    if engine == "sqlite":
-        return str(request.getfixturevalue("migrated"))
-    return request.getfixturevalue("pg_location")
+    return str(migrated)
 
 
 @pytest.fixture
-def blank_location(engine, request) -> str:
+def blank_location(db_path) -> str:
     """A location with no schema on the engine under test: a SQLite path where no file
     exists yet, or an empty PostgreSQL database."""
-    if engine == "sqlite":
-        return str(request.getfixturevalue("db_path"))
-    return request.getfixturevalue("pg_blank_location")
+    return str(db_path)

@@ -25,7 +25,7 @@ def connect(where: Path | str):
     return conn
 
 
-def _sql(conn):
+def dialect(conn):
     """The dialect of ``conn``: a storage.Database knows its own; raw sqlite3 is SQLite."""
     return getattr(conn, "sql", SQLITE)
 
@@ -46,7 +46,7 @@ def seed_list(conn, list_id="tl_seed", tasks=("T-001", "T-002", "T-003"), max_pa
 def seed_run(conn, execution_id="ex_seed", list_id="tl_seed", status="running", run_number=1,
              completed_at=None) -> str:
     """``completed_at``: UTC text ('2026-01-01 00:00:00') or None."""
-    d = _sql(conn)
+    d = dialect(conn)
     conn.execute(
         "INSERT INTO task_list_execution_runs (execution_id, task_list_id, run_number, status, created_at, started_at, "
         f"completed_at, triggered_by) VALUES (?, ?, ?, ?, {d.now}, {d.now}, {d.utc('?')}, 'user')",
@@ -68,7 +68,7 @@ def seed_wave(conn, execution_id="ex_seed", wave_number=1, task_ids=(), status="
 
 def seed_agent(conn, instance_id="ag_seed", execution_id="ex_seed", status="running", wave_number=1,
                spawned_ago_s=0, heartbeat_ago_s=None) -> str:
-    d = _sql(conn)
+    d = dialect(conn)
     heartbeat = "NULL" if heartbeat_ago_s is None else d.ago("?")
     params = [instance_id, execution_id, wave_number, status, f"-{spawned_ago_s} seconds"]
     if heartbeat_ago_s is not None:
@@ -79,3 +79,46 @@ def seed_agent(conn, instance_id="ag_seed", execution_id="ex_seed", status="runn
         (*params, '{"maxRetries": 3}'),
     )
     return instance_id
+
+
+def without_foreign_keys(conn, write) -> None:
+    """Call ``write()`` with ``conn``'s foreign keys unchecked, to make the broken rows only a
+    hand-edited database holds (SQLite's PRAGMA; on PostgreSQL, the superuser's
+    session_replication_role, which turns off the triggers that check them)."""
+    if dialect(conn).name == "sqlite":
+        conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            write()
+        finally:
+            conn.execute("PRAGMA foreign_keys = ON")
+        return
+    conn.execute("SET session_replication_role = replica")
+    try:
+        write()
+    finally:
+        conn.execute("RESET session_replication_role")
+
+
+def query(where, sql: str, params=()) -> list[tuple]:
+    """Rows of one statement, as tuples, on a connection of its own (either engine)."""
+    conn = connect(where)
+    try:
+        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
+
+
+def rows(where, sql: str, params=()) -> list[dict]:
+    """Rows of one statement, as dicts, on a connection of its own (either engine)."""
+    conn = connect(where)
+    try:
+        cur = conn.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def scalar(where, sql: str, params=()):
+    found = query(where, sql, params)
+    return found[0][0] if found else None

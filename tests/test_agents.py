@@ -14,19 +14,20 @@ import pytest
 
 import seed
 from buildctl import agents, agentstate, exitcodes
-from buildctl.errors import Conflict
+from buildctl.errors import Conflict, DatabaseError
 from conftest import assert_refused, snapshot
+
+pytestmark = pytest.mark.engines
 
 
 @pytest.fixture
 def lane(db):
     """A running run with two waves (T-001, T-002 | T-003) and one running agent."""
-    conn = db.conn
-    ids = seed.seed_list(conn, tasks=("T-001", "T-002", "T-003"))
-    seed.seed_run(conn)
-    seed.seed_wave(conn, wave_number=1, task_ids=[ids["T-001"], ids["T-002"]], status="running")
-    seed.seed_wave(conn, wave_number=2, task_ids=[ids["T-003"]])
-    seed.seed_agent(conn, "ag_one", spawned_ago_s=10, heartbeat_ago_s=5)
+    ids = seed.seed_list(db, tasks=("T-001", "T-002", "T-003"))
+    seed.seed_run(db)
+    seed.seed_wave(db, wave_number=1, task_ids=[ids["T-001"], ids["T-002"]], status="running")
+    seed.seed_wave(db, wave_number=2, task_ids=[ids["T-003"]])
+    seed.seed_agent(db, "ag_one", spawned_ago_s=10, heartbeat_ago_s=5)
     return ids
 
 
@@ -77,7 +78,7 @@ SPAWN_REFUSALS = [
 
 def test_spawn_refusals_change_nothing(cli, db, migrated, lane):
     for n, status in enumerate(("completed", "failed", "cancelled"), start=2):
-        seed.seed_run(db.conn, execution_id=f"ex_{status}", run_number=n, status=status, completed_at="2026-01-01 00:00:00")
+        seed.seed_run(db, execution_id=f"ex_{status}", run_number=n, status=status, completed_at="2026-01-01 00:00:00")
     before = snapshot(migrated)
     for args, code, text in SPAWN_REFUSALS:
         assert_refused(cli("agent", "spawn", *args), code=code, contains=text)
@@ -143,7 +144,7 @@ HEARTBEAT_REFUSALS = [
 
 
 def test_heartbeat_refusals_change_nothing(cli, db, migrated, lane):
-    seed.seed_agent(db.conn, "ag_done", status="completed", spawned_ago_s=100, heartbeat_ago_s=50)
+    seed.seed_agent(db, "ag_done", status="completed", spawned_ago_s=100, heartbeat_ago_s=50)
     before = snapshot(migrated)
     for args, code, text in HEARTBEAT_REFUSALS:
         assert_refused(cli("heartbeat", *args), code=code, contains=text)
@@ -177,7 +178,7 @@ def test_finish_failed_keeps_an_error_context_and_refuses_a_second_finish(cli, d
 
 
 def test_finish_releases_a_task_the_agent_still_held(db, lane):
-    db.execute("UPDATE wave_task_assignments SET status = 'running', instance_id = 'ag_one', assigned_at = datetime('now') "
+    db.execute(f"UPDATE wave_task_assignments SET status = 'running', instance_id = 'ag_one', assigned_at = {db.sql.now} "
                "WHERE task_id = ?", (lane["T-001"],))
     db.execute("UPDATE build_agent_instances SET current_task_id = ? WHERE instance_id = 'ag_one'", (lane["T-001"],))
     out = agents.finish(db, "ag_one", "completed")
@@ -189,8 +190,8 @@ def test_finish_releases_a_task_the_agent_still_held(db, lane):
 # --------------------------------------------------------------------------- list / show
 
 def test_list_and_show(cli, db, lane):
-    seed.seed_run(db.conn, execution_id="ex_other", run_number=2)
-    seed.seed_agent(db.conn, "ag_elsewhere", execution_id="ex_other", status="idle", spawned_ago_s=3)
+    seed.seed_run(db, execution_id="ex_other", run_number=2)
+    seed.seed_agent(db, "ag_elsewhere", execution_id="ex_other", status="idle", spawned_ago_s=3)
     agents.heartbeat(db, "ag_one", progress=10)
     agents.heartbeat(db, "ag_one", progress=20)
     everything = json.loads(cli("agent", "list", "--json", check=True).stdout)
@@ -213,14 +214,13 @@ def test_list_and_show(cli, db, lane):
 
 @pytest.fixture
 def ages(db):
-    conn = db.conn
-    ids = seed.seed_list(conn)
-    seed.seed_run(conn)
-    seed.seed_wave(conn, wave_number=1, task_ids=[ids["T-001"], ids["T-002"]], status="running")
-    seed.seed_agent(conn, "ag_2min", spawned_ago_s=600, heartbeat_ago_s=120)
-    seed.seed_agent(conn, "ag_30s", spawned_ago_s=600, heartbeat_ago_s=30)
-    seed.seed_agent(conn, "ag_silent", status="initializing", spawned_ago_s=120, heartbeat_ago_s=None)
-    seed.seed_agent(conn, "ag_finished", status="completed", spawned_ago_s=600, heartbeat_ago_s=500)
+    ids = seed.seed_list(db)
+    seed.seed_run(db)
+    seed.seed_wave(db, wave_number=1, task_ids=[ids["T-001"], ids["T-002"]], status="running")
+    seed.seed_agent(db, "ag_2min", spawned_ago_s=600, heartbeat_ago_s=120)
+    seed.seed_agent(db, "ag_30s", spawned_ago_s=600, heartbeat_ago_s=30)
+    seed.seed_agent(db, "ag_silent", status="initializing", spawned_ago_s=120, heartbeat_ago_s=None)
+    seed.seed_agent(db, "ag_finished", status="completed", spawned_ago_s=600, heartbeat_ago_s=500)
     return ids
 
 
@@ -236,9 +236,9 @@ def test_stale_reports_old_and_never_heartbeated_agents(cli, ages):
 
 
 def test_stale_mark_sets_stuck_and_releases_running_assignments(cli, db, ages):
-    db.execute("UPDATE wave_task_assignments SET status = 'running', instance_id = 'ag_2min', assigned_at = datetime('now') "
+    db.execute(f"UPDATE wave_task_assignments SET status = 'running', instance_id = 'ag_2min', assigned_at = {db.sql.now} "
                "WHERE task_id = ?", (ages["T-001"],))
-    db.execute("UPDATE wave_task_assignments SET status = 'assigned', instance_id = 'ag_silent', assigned_at = datetime('now') "
+    db.execute(f"UPDATE wave_task_assignments SET status = 'assigned', instance_id = 'ag_silent', assigned_at = {db.sql.now} "
                "WHERE task_id = ?", (ages["T-002"],))
     db.execute("UPDATE build_agent_instances SET current_task_id = ? WHERE instance_id = 'ag_2min'", (ages["T-001"],))
     db.execute("""UPDATE build_agent_instances SET config = '{"maxRetries": 0}' WHERE instance_id = 'ag_silent'""")
@@ -265,7 +265,7 @@ def test_stale_mark_sets_stuck_and_releases_running_assignments(cli, db, ages):
 # --------------------------------------------------------------------------- ending an agent releases what it held (issue 11)
 
 def _hold(db, task_id, instance_id, status="running"):
-    db.execute("UPDATE wave_task_assignments SET status = ?, instance_id = ?, assigned_at = datetime('now') "
+    db.execute(f"UPDATE wave_task_assignments SET status = ?, instance_id = ?, assigned_at = {db.sql.now} "
                "WHERE task_id = ?", (status, instance_id, task_id))
     db.execute("UPDATE build_agent_instances SET current_task_id = ? WHERE instance_id = ?", (task_id, instance_id))
 
@@ -276,27 +276,42 @@ def _assignment_status(db, task_id):
 
 def _refuse_releases(db):
     """A fault in the middle of a release: any status change of an assignment aborts (a
-    TEMP trigger, on this connection only)."""
-    db.execute("CREATE TEMP TRIGGER refuse_release BEFORE UPDATE OF status ON wave_task_assignments "
-               "BEGIN SELECT RAISE(ABORT, 'injected fault'); END")
+    trigger: on SQLite a TEMP one, on this connection only)."""
+    if db.sql.name == "sqlite":
+        db.execute("CREATE TEMP TRIGGER refuse_release BEFORE UPDATE OF status ON wave_task_assignments "
+                   "BEGIN SELECT RAISE(ABORT, 'injected fault'); END")
+    else:
+        db.executescript("CREATE FUNCTION refuse_release() RETURNS trigger LANGUAGE plpgsql AS "
+                         "$$ BEGIN RAISE EXCEPTION 'injected fault'; END $$; "
+                         "CREATE TRIGGER refuse_release BEFORE UPDATE OF status ON wave_task_assignments "
+                         "FOR EACH ROW EXECUTE FUNCTION refuse_release()")
+
+
+def _allow_releases(db):
+    db.execute("DROP TRIGGER temp.refuse_release" if db.sql.name == "sqlite"
+               else "DROP TRIGGER refuse_release ON wave_task_assignments")
+
+
+#: What an injected fault raises: the driver's error on SQLite's own connection, buildctl's on PostgreSQL.
+INJECTED = (sqlite3.DatabaseError, DatabaseError)
 
 
 def test_finish_ends_the_agent_and_releases_its_task_in_one_transaction(db, lane):
     _hold(db, lane["T-001"], "ag_one")
     _refuse_releases(db)
-    with pytest.raises(sqlite3.DatabaseError, match="injected fault"):
+    with pytest.raises(INJECTED, match="injected fault"):
         agents.finish(db, "ag_one", "completed")
     # The release failed, so the agent did not end either: it never ends holding a task.
     assert agent_row(db, "ag_one")["status"] == "running"
     assert _assignment_status(db, lane["T-001"]) == "running"
-    db.execute("DROP TRIGGER temp.refuse_release")
+    _allow_releases(db)
     assert [r["outcome"] for r in agents.finish(db, "ag_one", "completed")["released"]] == ["pending"]
 
 
 def test_marking_a_stale_agent_stuck_and_releasing_its_task_is_one_transaction(db, ages):
     _hold(db, ages["T-001"], "ag_2min")
     _refuse_releases(db)
-    with pytest.raises(sqlite3.DatabaseError, match="injected fault"):
+    with pytest.raises(INJECTED, match="injected fault"):
         agents.mark_stale(db, 60)
     assert agent_row(db, "ag_2min")["status"] == "running"
     assert _assignment_status(db, ages["T-001"]) == "running"
@@ -305,23 +320,20 @@ def test_marking_a_stale_agent_stuck_and_releasing_its_task_is_one_transaction(d
 @pytest.fixture
 def holders(db):
     """Four running tasks, held by a completed, a failed (maxRetries 0), a stuck and a missing agent."""
-    conn = db.conn
-    ids = seed.seed_list(conn, tasks=("T-001", "T-002", "T-003", "T-004", "T-005"))
-    seed.seed_run(conn)
-    seed.seed_wave(conn, wave_number=1, task_ids=[ids[t] for t in ("T-001", "T-002", "T-003", "T-004")], status="running")
-    seed.seed_wave(conn, wave_number=2, task_ids=[ids["T-005"]])
-    conn.execute("INSERT INTO task_relationships (source_task_id, target_task_id, relationship_type) "
+    ids = seed.seed_list(db, tasks=("T-001", "T-002", "T-003", "T-004", "T-005"))
+    seed.seed_run(db)
+    seed.seed_wave(db, wave_number=1, task_ids=[ids[t] for t in ("T-001", "T-002", "T-003", "T-004")], status="running")
+    seed.seed_wave(db, wave_number=2, task_ids=[ids["T-005"]])
+    db.execute("INSERT INTO task_relationships (source_task_id, target_task_id, relationship_type) "
                  "VALUES (?, ?, 'depends_on')", (ids["T-005"], ids["T-002"]))
     for iid, status in (("ag_done", "completed"), ("ag_failed", "failed"), ("ag_stuck", "stuck")):
-        seed.seed_agent(conn, iid, status=status, spawned_ago_s=30, heartbeat_ago_s=5)
-    conn.execute("""UPDATE build_agent_instances SET config = '{"maxRetries": 0}' WHERE instance_id = 'ag_failed'""")
-    seed.seed_agent(conn, "ag_live", spawned_ago_s=30, heartbeat_ago_s=1)
+        seed.seed_agent(db, iid, status=status, spawned_ago_s=30, heartbeat_ago_s=5)
+    db.execute("""UPDATE build_agent_instances SET config = '{"maxRetries": 0}' WHERE instance_id = 'ag_failed'""")
+    seed.seed_agent(db, "ag_live", spawned_ago_s=30, heartbeat_ago_s=1)
     for t, iid in (("T-001", "ag_done"), ("T-002", "ag_failed"), ("T-003", "ag_stuck")):
         _hold(db, ids[t], iid)
     # An agent row that is gone (only possible with foreign keys off, by hand).
-    conn.execute("PRAGMA foreign_keys = OFF")
-    _hold(db, ids["T-004"], "ag_gone")
-    conn.execute("PRAGMA foreign_keys = ON")
+    seed.without_foreign_keys(db, lambda: _hold(db, ids["T-004"], "ag_gone"))
     return ids
 
 
@@ -347,10 +359,10 @@ def test_gc_recovers_a_task_held_by_a_finished_agent(cli, db, holders):
 
 
 def test_recover_of_one_run_leaves_other_runs_alone(db, holders):
-    seed.seed_list(db.conn, list_id="tl_other", tasks=("X-1",))
-    seed.seed_run(db.conn, execution_id="ex_other", list_id="tl_other")
-    seed.seed_wave(db.conn, execution_id="ex_other", task_ids=["tk_tl_other_X-1"], status="running")
-    seed.seed_agent(db.conn, "ag_other_done", execution_id="ex_other", status="completed")
+    seed.seed_list(db, list_id="tl_other", tasks=("X-1",))
+    seed.seed_run(db, execution_id="ex_other", list_id="tl_other")
+    seed.seed_wave(db, execution_id="ex_other", task_ids=["tk_tl_other_X-1"], status="running")
+    seed.seed_agent(db, "ag_other_done", execution_id="ex_other", status="completed")
     _hold(db, "tk_tl_other_X-1", "ag_other_done")
     found = agents.recover(db, 60, "ex_other")
     assert found["marked"] == [] and [(r["instance_id"], r["outcome"]) for r in found["released"]] == \

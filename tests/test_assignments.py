@@ -16,6 +16,8 @@ from buildctl.errors import Conflict, NotFound
 from conftest import REPO, snapshot
 from runhelpers import FIVE_TASKS, add_agent, assignment_of, task, write_list  # noqa: F401
 
+pytestmark = pytest.mark.engines
+
 
 def counters(db, execution_id):
     return db.one("SELECT status, total_tasks, completed_tasks, failed_tasks, skipped_tasks FROM task_list_execution_runs "

@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 import typer
 
 from buildctl import __version__, exitcodes, storage
 from buildctl.cli.typer_app import app
 from conftest import assert_refused, buildctl_executable
+
+pytestmark = pytest.mark.engines
 
 
 def walk(cmd, path=()):
@@ -46,24 +49,23 @@ def test_usage_error_is_one_line_exit_2(cli):
     assert_refused(r, code=exitcodes.USAGE, contains="buildctl migrate --help")
 
 
-def test_db_option_beats_environment_beats_state_folder(cli, tmp_path, env):
+def test_db_option_beats_environment_beats_state_folder(cli, tmp_path, env, db_path):
+    def migrate_json(*db: str, environ: dict) -> dict:
+        p = subprocess.run(buildctl_executable() + [*db, "migrate", "--json"], env=environ, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
     # No --db and no BUILDCTL_DB: the XDG state folder.
     bare = {k: v for k, v in env.items() if k != "BUILDCTL_DB"}
     state = tmp_path / "xdg"
     bare["XDG_STATE_HOME"] = str(state)
-    p = subprocess.run(buildctl_executable() + ["migrate", "--json"], env=bare, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["database"] == str(state / "buildctl" / "buildctl.db")
-    # BUILDCTL_DB wins over the state folder.
-    envdb = tmp_path / "env.db"
-    p = subprocess.run(buildctl_executable() + ["migrate", "--json"], env={**bare, "BUILDCTL_DB": str(envdb)},
-                       capture_output=True, text=True)
-    assert json.loads(p.stdout)["database"] == str(envdb)
-    # --db wins over both.
-    flag = tmp_path / "flag.db"
-    p = subprocess.run(buildctl_executable() + ["--db", str(flag), "migrate", "--json"],
-                       env={**bare, "BUILDCTL_DB": str(envdb)}, capture_output=True, text=True)
-    assert json.loads(p.stdout)["database"] == str(flag)
+    assert migrate_json(environ=bare)["database"] == str(state / "buildctl" / "buildctl.db")
+    # BUILDCTL_DB (a file, or the PostgreSQL database under test) wins over the state folder.
+    assert migrate_json(environ={**bare, "BUILDCTL_DB": str(db_path)})["database"] == str(db_path)
+    # --db wins over both, whichever engine each names.
+    flag = str(tmp_path / "flag.db")
+    assert migrate_json("--db", flag, environ={**bare, "BUILDCTL_DB": str(db_path)})["database"] == flag
+    assert migrate_json("--db", str(db_path), environ={**bare, "BUILDCTL_DB": flag})["database"] == str(db_path)
 
 
 def test_resolve_location_defaults(monkeypatch, tmp_path):
@@ -76,6 +78,7 @@ def test_resolve_location_defaults(monkeypatch, tmp_path):
     assert storage.resolve_location("/z.db") == "/z.db"
 
 
+@pytest.mark.sqlite_only(reason="a file that is not a SQLite database")
 def test_unreadable_database_is_one_line_not_a_traceback(cli, tmp_path):
     bad = tmp_path / "garbage.db"
     bad.write_bytes(b"this is not sqlite at all" * 100)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import seed
 from conftest import snapshot
+
+pytestmark = pytest.mark.engines
 
 
 def _seed_consistent_run(path):
@@ -59,10 +63,12 @@ def test_pending_migration_is_reported(cli, db_path):
     assert any("075_execution_runs.sql is not applied" in f for f in checks["migrations"]["findings"])
 
 
+@pytest.mark.sqlite_only(reason="SQLite leaves foreign keys unchecked in any connection that does not turn them on "
+                                 "(the sqlite3 shell); PostgreSQL checks them on every write, and doctor does not look")
 def test_broken_foreign_key_is_reported(cli, migrated):
     conn, _ = _seed_consistent_run(migrated)
-    conn.execute("PRAGMA foreign_keys = OFF")
-    conn.execute("INSERT INTO agent_heartbeats (instance_id, status) VALUES ('ag_nobody', 'running')")
+    seed.without_foreign_keys(conn, lambda: conn.execute(
+        "INSERT INTO agent_heartbeats (instance_id, status) VALUES ('ag_nobody', 'running')"))
     conn.close()
     r = cli("doctor", "--json")
     assert r.returncode == 1
@@ -79,13 +85,13 @@ def test_malformed_json_rows_are_named_by_table_row_and_column(cli, migrated):
     conn.execute("""UPDATE build_agent_instances SET config = '{"maxRetries": NaN}', error_context = '{"a": 1, "a": 2}'
                     WHERE instance_id = 'ag_nan'""")
     log = [conn.execute("INSERT INTO task_execution_log (execution_id, event_type, message, context) "
-                        "VALUES ('ex_seed', 'info', 'm', ?)", (ctx,)).lastrowid
+                        "VALUES ('ex_seed', 'info', 'm', ?) RETURNING id", (ctx,)).fetchone()[0]
            for ctx in ('{"ok": true}', '{"error": NaN}', "garbage", '{"n": 1e999}', "[" * 70 + "]" * 70)]
     conn.execute("INSERT INTO checkpoints (id, execution_id, task_id, git_ref, files_snapshot, metadata) "
                  "VALUES ('cp_bad', 'ex_seed', ?, 'abc', '[', '{\"kind\": Infinity}')", (ids["T-001"],))
     a, b = sorted(ids.values())
     pair = conn.execute("INSERT INTO parallelism_analysis (task_a_id, task_b_id, can_parallel, conflict_details) "
-                        "VALUES (?, ?, 0, '{')", (a, b)).lastrowid
+                        "VALUES (?, ?, 0, '{') RETURNING id", (a, b)).fetchone()[0]
     conn.execute("INSERT INTO grouping_suggestions (id, suggested_name, suggested_tasks) VALUES ('gs_1', 'g', 'nope')")
     conn.close()
     before = snapshot(migrated)
@@ -161,6 +167,7 @@ def _overwrite_page(path, table):
         f.write(os.urandom(page_size))
 
 
+@pytest.mark.sqlite_only(reason="a damaged SQLite file")
 def test_a_database_with_a_page_overwritten_lists_findings_and_exits_1(cli, migrated):
     """Was: exit 7 ("database disk image is malformed") from the first check that read the table."""
     conn, _ = _seed_consistent_run(migrated)
@@ -195,6 +202,7 @@ def test_a_file_that_is_not_a_database_gets_findings_not_an_error(tmp_path):
     assert junk.stat().st_size == 100_000 and not (tmp_path / "junk.db-wal").exists()  # nothing written
 
 
+@pytest.mark.sqlite_only(reason="a damaged SQLite file")
 def test_a_database_that_cannot_be_opened_at_all_is_one_line(cli, tmp_path):
     import pytest
 
@@ -209,6 +217,7 @@ def test_a_database_that_cannot_be_opened_at_all_is_one_line(cli, tmp_path):
     assert_refused(cli("doctor", extra_env={"BUILDCTL_DB": str(tmp_path)}), exitcodes.DATABASE)
 
 
+@pytest.mark.sqlite_only(reason="a damaged SQLite file")
 def test_doctor_on_a_file_that_is_not_a_database_lists_findings_and_exits_1(cli, tmp_path):
     junk = tmp_path / "junk.db"
     junk.write_bytes(bytes(range(256)) * 64)

@@ -12,15 +12,16 @@ import seed
 from buildctl import execlog, exitcodes
 from conftest import assert_refused, buildctl_executable, snapshot
 
+pytestmark = pytest.mark.engines
+
 
 @pytest.fixture
 def lane(db):
-    conn = db.conn
-    ids = seed.seed_list(conn, tasks=("T-001", "T-002", "T-003"))
-    seed.seed_run(conn)
-    seed.seed_run(conn, execution_id="ex_other", run_number=2)
-    seed.seed_agent(conn, "ag_one")
-    seed.seed_agent(conn, "ag_other", execution_id="ex_other")
+    ids = seed.seed_list(db, tasks=("T-001", "T-002", "T-003"))
+    seed.seed_run(db)
+    seed.seed_run(db, execution_id="ex_other", run_number=2)
+    seed.seed_agent(db, "ag_one")
+    seed.seed_agent(db, "ag_other", execution_id="ex_other")
     return ids
 
 
@@ -76,7 +77,7 @@ def test_tail_is_oldest_first_lane_isolated_and_filtered(cli, db, lane):
     _add(db, "ex_seed", "info", "i1", agent="ag_one")
     # Older than the --since window.
     db.execute("INSERT INTO task_execution_log (execution_id, timestamp, event_type, message) "
-               "VALUES ('ex_seed', datetime('now', '-2 hours'), 'info', 'ancient')")
+               f"VALUES ('ex_seed', {db.sql.ago('?')}, 'info', 'ancient')", ("-2 hours",))
 
     def tail(*args):
         return [e["message"] for e in json.loads(cli("log", "tail", "ex_seed", "--json", *args, check=True).stdout)]
@@ -114,7 +115,7 @@ def test_follow_prints_each_new_event_once_in_order_and_exits_when_the_run_ends(
                 _add(db, "ex_other", "info", f"other lane {i}")
         _add(db, "ex_seed", "task_completed", "last one")
         expected.append((None, "last one"))
-        db.execute("UPDATE task_list_execution_runs SET status = 'completed', completed_at = datetime('now') "
+        db.execute(f"UPDATE task_list_execution_runs SET status = 'completed', completed_at = {db.sql.now} "
                    "WHERE execution_id = 'ex_seed'")
         out, err = proc.communicate(timeout=60)
     finally:

@@ -1,6 +1,6 @@
 """Running builds for real: `agent work`, `run exec`, `agent spawn -- CMD` (issue 7).
 
-Real worker processes, real shell commands, real git, one real SQLite file.
+Real worker processes, real shell commands, real git, one real database (SQLite, and PostgreSQL).
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,21 +15,19 @@ from pathlib import Path
 
 import pytest
 
+import seed
 from buildctl import assignments, storage
 from conftest import buildctl_executable
 from runhelpers import task, write_list
+
+pytestmark = pytest.mark.engines
 
 FAST = {"heartbeatIntervalMs": 200, "retryBackoffMs": [50], "killGraceMs": 1000}
 
 
 def _events(path: Path, execution_id: str) -> list[dict]:
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    rows = conn.execute(
-        "SELECT l.id, l.event_type, l.instance_id, l.context, t.display_id FROM task_execution_log l "
-        "LEFT JOIN tasks t ON t.id = l.task_id WHERE l.execution_id = ? ORDER BY l.id", (execution_id,)).fetchall()
-    conn.close()
-    return [dict(r) for r in rows]
+    return seed.rows(path, "SELECT l.id, l.event_type, l.instance_id, l.context, t.display_id FROM task_execution_log l "
+                           "LEFT JOIN tasks t ON t.id = l.task_id WHERE l.execution_id = ? ORDER BY l.id", (execution_id,))
 
 
 def _recount_ok(path: Path, execution_id: str) -> dict:
@@ -123,8 +120,8 @@ def test_failing_task_retries_with_restores_then_fails_and_skips_dependents(cli,
                      "task_failed", "checkpoint_restored"]
     assert not (repo / "out.txt").exists()  # its partial output was rolled back
     assert (repo / "one.txt").read_text() == "one\n" and (repo / "five.txt").exists()  # neighbours' work kept
-    statuses = dict(sqlite3.connect(migrated).execute(
-        "SELECT t.display_id, a.status FROM wave_task_assignments a JOIN tasks t ON t.id = a.task_id").fetchall())
+    statuses = dict(seed.query(migrated, "SELECT t.display_id, a.status FROM wave_task_assignments a "
+                                         "JOIN tasks t ON t.id = a.task_id"))
     assert statuses == {"T-001": "completed", "T-002": "failed", "T-003": "skipped", "T-004": "skipped",
                         "T-005": "completed"}
     assert _recount_ok(migrated, ex) == {"total_tasks": 5, "completed_tasks": 2, "failed_tasks": 1, "skipped_tasks": 2}
@@ -154,14 +151,6 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def _scalar(path: Path, sql: str, params=()):
-    conn = sqlite3.connect(path, timeout=30)
-    try:
-        return conn.execute(sql, params).fetchone()[0]
-    finally:
-        conn.close()
-
-
 @pytest.mark.slow
 def test_sigkilled_worker_is_marked_stuck_and_its_task_runs_again_elsewhere(cli, migrated, tmp_path):
     marks = tmp_path / "marks"
@@ -181,7 +170,7 @@ def test_sigkilled_worker_is_marked_stuck_and_its_task_runs_again_elsewhere(cli,
 
 
 def _sigkill_scenario(cli, migrated, ex, marks, workers):
-    _wait(lambda: _scalar(migrated, "SELECT count(*) FROM wave_task_assignments WHERE status = 'running'") == 3,
+    _wait(lambda: seed.scalar(migrated, "SELECT count(*) FROM wave_task_assignments WHERE status = 'running'") == 3,
           what="three running tasks")
     _wait(lambda: len(list(marks.iterdir())) == 3, what="three task processes")
     victim = workers[0]
@@ -199,12 +188,12 @@ def _sigkill_scenario(cli, migrated, ex, marks, workers):
     victim_agent = marked[0]
     for w in workers[1:]:
         w.wait(timeout=60)
-    assert _scalar(migrated, "SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (ex,)) == "completed"
+    assert seed.scalar(migrated, "SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (ex,)) == "completed"
     ev = _events(migrated, ex)
     assert sum(e["event_type"] == "task_started" for e in ev) == 4  # three tasks, one run twice
     _no_overlapping_attempts(ev)
     _recount_ok(migrated, ex)
-    assert _scalar(migrated, "SELECT status FROM build_agent_instances WHERE instance_id = ?", (victim_agent,)) == "stuck"
+    assert seed.scalar(migrated, "SELECT status FROM build_agent_instances WHERE instance_id = ?", (victim_agent,)) == "stuck"
 
 
 def test_two_hundred_true_tasks_over_ten_waves_with_four_jobs(cli, migrated, tmp_path):
@@ -218,7 +207,7 @@ def test_two_hundred_true_tasks_over_ten_waves_with_four_jobs(cli, migrated, tmp
     assert r.returncode == 0, r.stderr
     run = _recount_ok(migrated, ex)
     assert run == {"total_tasks": 200, "completed_tasks": 200, "failed_tasks": 0, "skipped_tasks": 0}
-    assert _scalar(migrated, "SELECT count(*) FROM parallel_execution_waves WHERE execution_id = ? AND status = 'completed'",
+    assert seed.scalar(migrated, "SELECT count(*) FROM parallel_execution_waves WHERE execution_id = ? AND status = 'completed'",
                    (ex,)) == 10
 
 
@@ -240,8 +229,8 @@ def test_run_cancel_stops_the_workers_children_and_leaves_no_process(cli, migrat
     assert took < 15, f"run exec took {took:.1f}s to stop after the cancel"
     for pid in task_pids:
         assert not _alive(pid), pid
-    assert _scalar(migrated, "SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (ex,)) == "cancelled"
-    assert _scalar(migrated, "SELECT count(*) FROM build_agent_instances WHERE status IN ('running','idle','initializing')") == 0
+    assert seed.scalar(migrated, "SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (ex,)) == "cancelled"
+    assert seed.scalar(migrated, "SELECT count(*) FROM build_agent_instances WHERE status IN ('running','idle','initializing')") == 0
 
 
 def test_agent_spawn_runs_a_command_as_an_agent_and_passes_its_exit_code(cli, migrated, tmp_path):
@@ -257,13 +246,11 @@ def test_agent_spawn_runs_a_command_as_an_agent_and_passes_its_exit_code(cli, mi
     ok_ex = _start(cli, tmp_path, [task("T-001"), task("T-002", ["T-001"])], name="second")
     good = cli("agent", "spawn", ok_ex, "--task", "T-001", "--", "sh", "-c", "echo hello")
     assert good.returncode == 0 and good.stdout.strip() == "hello"
-    conn = sqlite3.connect(migrated)
-    st = dict(conn.execute("SELECT execution_id, status FROM build_agent_instances").fetchall())
+    st = dict(seed.query(migrated, "SELECT execution_id, status FROM build_agent_instances"))
     assert sorted(st.values()) == ["completed", "failed"]
-    assert conn.execute("SELECT a.status FROM wave_task_assignments a JOIN tasks t ON t.id = a.task_id "
-                        "JOIN parallel_execution_waves w ON w.wave_id = a.wave_id "
-                        "WHERE w.execution_id = ? AND t.display_id = 'T-001'", (ok_ex,)).fetchone()[0] == "completed"
-    conn.close()
+    assert seed.scalar(migrated, "SELECT a.status FROM wave_task_assignments a JOIN tasks t ON t.id = a.task_id "
+                             "JOIN parallel_execution_waves w ON w.wave_id = a.wave_id "
+                             "WHERE w.execution_id = ? AND t.display_id = 'T-001'", (ok_ex,)) == "completed"
     missing = cli("agent", "spawn", ok_ex, "--task", "T-002", "--", "/no/such/program")
     assert missing.returncode == 127
 
@@ -272,13 +259,13 @@ def test_first_sigterm_lets_the_current_task_finish(cli, migrated, tmp_path):
     tasks = [task("T-001", command="sleep 1"), task("T-002", command="sleep 1")]
     ex = _start(cli, tmp_path, tasks, max_parallel_agents=1)
     w = _worker(migrated, ex, FAST)
-    _wait(lambda: _scalar(migrated, "SELECT count(*) FROM wave_task_assignments WHERE status = 'running'") == 1,
+    _wait(lambda: seed.scalar(migrated, "SELECT count(*) FROM wave_task_assignments WHERE status = 'running'") == 1,
           what="a running task")
     w.send_signal(signal.SIGTERM)
     w.wait(timeout=30)
     assert w.returncode == 0
-    rows = dict(sqlite3.connect(migrated).execute(
-        "SELECT t.display_id, a.status FROM wave_task_assignments a JOIN tasks t ON t.id = a.task_id").fetchall())
+    rows = dict(seed.query(migrated, "SELECT t.display_id, a.status FROM wave_task_assignments a "
+                                     "JOIN tasks t ON t.id = a.task_id"))
     assert sorted(rows.values()) == ["completed", "pending"]  # finished its task, took no new one
 
 

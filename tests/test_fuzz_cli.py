@@ -424,6 +424,7 @@ def test_mutated_and_raw_bytes_task_list_files(world):
 
 # --------------------------------------------------------------------------- real processes
 
+@pytest.mark.engines
 def test_spot_checks_in_real_processes(world, cli, tmp_path):
     """A sample of refusals through the real executable (lean path and Typer), including the
     commands that block or run tasks, which the in-process fuzzing keeps away from real ids."""

@@ -1,6 +1,6 @@
 """Runs that heal themselves (issue 11, SPEC §4 "Runs heal themselves", "Cancel reaches
 every agent", §8): real `run exec` and worker processes, real signals, real shell tasks
-that count their side effects in files, one real SQLite file.
+that count their side effects in files, one real database (SQLite, and PostgreSQL).
 
 No timed assertions beyond the promise under test ("well within staleAfterMs + a few
 seconds"), and those with generous margins: every wait polls a real condition.
@@ -20,10 +20,13 @@ from pathlib import Path
 
 import pytest
 
+import seed
 from buildctl import exitcodes
 from conftest import REPO, buildctl_executable
 from runhelpers import task, write_list
 from test_reliability import assert_invariants, children_of, pid_alive, query, wait_for
+
+pytestmark = pytest.mark.engines
 
 FAST = {"heartbeatIntervalMs": 200, "retryBackoffMs": [50], "killGraceMs": 1000}
 
@@ -336,19 +339,31 @@ def test_a_task_failing_the_same_way_marks_its_agents_stuck_and_run_exec_replace
 # --------------------------------------------------------------------------- smaller items
 
 @pytest.mark.slow
-def test_agent_spawn_task_losing_the_claim_race_leaves_no_agent_behind(cli, env, migrated, tmp_path):
+def test_agent_spawn_task_losing_the_claim_race_leaves_no_agent_behind(cli, env, migrated, tmp_path, engine):
     ex = _start(cli, tmp_path, [task("T-001")])
-    # Hold the write lock so that every contender has looked at the task (pending, free)
-    # before any of them can register an agent and claim it.
-    lock = sqlite3.connect(migrated, isolation_level=None)
-    lock.execute("BEGIN IMMEDIATE")
+    # Hold the lock every claim takes first (SQLite: the write lock; PostgreSQL: the run's
+    # row) so that every contender waits for it before any of them can claim the task.
+    if engine == "sqlite":
+        lock = sqlite3.connect(migrated, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+    else:
+        import psycopg
+
+        lock = psycopg.connect(migrated)
+        lock.execute("SELECT 1 FROM task_list_execution_runs WHERE execution_id = %s FOR UPDATE", (ex,))
     contenders = [subprocess.Popen(buildctl_executable() + ["agent", "spawn", ex, "--task", "T-001", "--", "true"],
                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                   for _ in range(4)]
+
+    def all_waiting() -> bool:
+        if engine == "sqlite":  # asleep in SQLite's busy handler
+            return all(Path(f"/proc/{p.pid}/wchan").read_text() == "hrtimer_nanosleep" for p in contenders)
+        return seed.scalar(migrated, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND application_name = 'buildctl' AND wait_event_type = 'Lock'") == 4
+
     try:
-        wait_for(lambda: all(Path(f"/proc/{p.pid}/wchan").read_text() == "hrtimer_nanosleep" for p in contenders),
-                 "every contender to wait for the write lock", interval=0.05)
-        lock.execute("ROLLBACK")
+        wait_for(all_waiting, "every contender to wait for the lock", interval=0.05)
+        lock.rollback() if engine == "postgres" else lock.execute("ROLLBACK")
         results = [p.communicate(timeout=60) for p in contenders]
     finally:
         lock.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,15 +49,14 @@ except SystemExit:
 
 @pytest.fixture
 def lane(db):
-    conn = db.conn
-    ids = seed.seed_list(conn, tasks=("T-001", "T-002"))
-    seed.seed_run(conn)
-    seed.seed_run(conn, execution_id="ex_other", run_number=2)
-    seed.seed_wave(conn, wave_number=1, task_ids=list(ids.values()), status="running")
-    seed.seed_agent(conn, "ag_par")
-    seed.seed_agent(conn, "ag_stuck", status="stuck")
-    seed.seed_agent(conn, "ag_done", status="completed")
-    seed.seed_agent(conn, "ag_other", execution_id="ex_other")
+    ids = seed.seed_list(db, tasks=("T-001", "T-002"))
+    seed.seed_run(db)
+    seed.seed_run(db, execution_id="ex_other", run_number=2)
+    seed.seed_wave(db, wave_number=1, task_ids=list(ids.values()), status="running")
+    seed.seed_agent(db, "ag_par")
+    seed.seed_agent(db, "ag_stuck", status="stuck")
+    seed.seed_agent(db, "ag_done", status="completed")
+    seed.seed_agent(db, "ag_other", execution_id="ex_other")
     return ids
 
 
@@ -141,6 +139,7 @@ def served_lean(argv: list[str]) -> bool:
 _SECONDS = re.compile(r'("seconds_since_heartbeat": )\d+|(\d+(\.\d+)?(ms|s|m\d\ds)\b)')
 
 
+@pytest.mark.engines
 def test_read_commands_print_and_refuse_the_same_on_both_paths(env, migrated, lane, tmp_path):
     """The lean path and the generated Typer commands: same exit code, same output."""
     bare = {k: v for k, v in env.items() if k != "BUILDCTL_DB"}
@@ -282,21 +281,16 @@ def _normalized(path: Path) -> dict:
             for t, rows in snapshot(path).items()}
 
 
-def test_lean_and_typer_paths_accept_and_refuse_the_same_argument_lists(env, migrated, lane, tmp_path):
-    from buildctl import storage
-
-    # Make the seeded file self-contained (no WAL beside it) before copying it.
-    with storage.connect(str(migrated)) as d:
-        d.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+@pytest.mark.engines
+def test_lean_and_typer_paths_accept_and_refuse_the_same_argument_lists(env, db, migrated, lane, engine, copy_database,
+                                                                       tmp_path):
+    if engine == "sqlite":  # make the seeded file self-contained (no WAL beside it) before copying it
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()  # PostgreSQL copies a database nobody is connected to
     cases = []
     for i, argv in enumerate(PARITY_CASES):
         assert served_lean(argv), argv  # every case is one the lean path serves
-        pair = []
-        for side in ("lean", "typer"):
-            path = tmp_path / f"{side}-{i}.db"
-            shutil.copy2(migrated, path)
-            pair.append(path)
-        cases.append((argv, *pair))
+        cases.append((argv, *(copy_database(migrated, f"{side}-{i}") for side in ("lean", "typer"))))
     bare = {k: v for k, v in env.items() if k != "BUILDCTL_DB"}
     lean_results = []
     for argv, lean_db, _ in cases:
@@ -356,11 +350,12 @@ db.close()
 
 
 @pytest.mark.slow
+@pytest.mark.engines
 def test_32_processes_writing_heartbeats_and_log_events_at_once(env, db, migrated, lane):
     writers, per_writer = 32, 200
     ids = [f"ag_w{i:02d}" for i in range(writers)]
     for iid in ids:
-        seed.seed_agent(db.conn, iid)
+        seed.seed_agent(db, iid)
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(migrated), "ex_seed", iid, str(per_writer)],
                               env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for iid in ids]

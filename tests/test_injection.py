@@ -11,16 +11,18 @@ Most calls run in-process (the console script's two entry paths, see test_fuzz_c
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+import seed
 from checkpoint_helpers import git, git_env, init_repo
 from conftest import EXAMPLES, git_available, snapshot
 from test_fuzz_cli import built_once, invoke  # noqa: F401  (fixture re-exported for this module)
 
 from buildctl import exitcodes
+
+pytestmark = pytest.mark.engines
 
 PWNED = Path("/tmp/buildctl-injection-pwned")
 
@@ -41,10 +43,26 @@ PAYLOADS = [
 ]
 
 
-def schema(path: Path) -> list[tuple]:
-    conn = sqlite3.connect(path)
+#: PostgreSQL's schema as a list like sqlite_master's: every column, index, constraint,
+#: function and trigger of buildctl's schema, with its definition.
+PG_SCHEMA = """
+SELECT 'column', table_name || '.' || column_name, data_type || ' ' || COALESCE(column_default, '')
+FROM information_schema.columns WHERE table_schema = current_schema()
+UNION ALL SELECT 'index', indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()
+UNION ALL SELECT 'constraint', conname, pg_get_constraintdef(oid) FROM pg_constraint
+WHERE connamespace = CAST(current_schema() AS regnamespace)
+UNION ALL SELECT 'function', proname, prosrc FROM pg_proc WHERE pronamespace = CAST(current_schema() AS regnamespace)
+UNION ALL SELECT 'trigger', tgname, CAST(tgrelid AS regclass)::text FROM pg_trigger WHERE NOT tgisinternal
+ORDER BY 1, 2, 3
+"""
+
+
+def schema(where) -> list[tuple]:
+    conn = seed.connect(where)
     try:
-        return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+        if seed.dialect(conn).name == "sqlite":
+            return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+        return [tuple(r) for r in conn.execute(PG_SCHEMA).fetchall()]
     finally:
         conn.close()
 
@@ -95,7 +113,7 @@ def test_log_messages_and_context_values_are_stored_verbatim(world):
         (row,) = tail(ex, 1)
         assert row["message"] == p and row["context"] == ctx and row["event_type"] == "error"
         # And in the table itself, byte for byte.
-        conn = sqlite3.connect(world["db"])
+        conn = seed.connect(world["db"])
         stored = conn.execute("SELECT message FROM task_execution_log ORDER BY id DESC LIMIT 1").fetchone()[0]
         conn.close()
         assert stored.encode() == p.encode()

@@ -32,6 +32,7 @@ import pytest
 
 from checkpoint_helpers import git_env, init_repo, tree_state, write
 from conftest import assert_refused, buildctl_executable, git_available, snapshot
+from seed import query
 
 from buildctl import exitcodes
 
@@ -65,14 +66,6 @@ def wait_for(predicate, what: str, timeout: float = DEADLINE_S, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(interval)
-
-
-def query(path: Path, sql: str, params=()) -> list[tuple]:
-    conn = sqlite3.connect(path, timeout=30)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def children_of(pid: int) -> list[int]:

@@ -13,6 +13,8 @@ from buildctl.errors import Conflict
 from conftest import assert_refused, buildctl_executable, snapshot
 from runhelpers import FIVE_TASKS, add_agent, task, waves_of, write_list  # noqa: F401
 
+pytestmark = pytest.mark.engines
+
 
 def drive(db, execution_id, fail=()):
     """Run every task to its end in-process (the worker is another issue): fail the display ids in ``fail`` for good."""

@@ -18,6 +18,8 @@ from buildctl import exitcodes
 from conftest import REPO, assert_refused, snapshot
 from runhelpers import task, write_list
 
+pytestmark = pytest.mark.engines
+
 AGENT_SH = REPO / "examples" / "script-agent" / "agent.sh"
 
 

@@ -11,6 +11,8 @@ from buildctl.errors import InvalidInput, UsageError
 from conftest import assert_refused, snapshot
 from runhelpers import FIVE_TASKS, task, write_list  # noqa: F401 (fixtures)
 
+pytestmark = pytest.mark.engines
+
 GOOD_TOML = """
 name = "payments-api"
 max_parallel_agents = 2

@@ -13,6 +13,8 @@ import pytest
 from buildctl import states
 from runhelpers import task, write_list
 
+pytestmark = pytest.mark.engines
+
 ID = re.compile(r"\b(?:ex|ag|tl|cp|tk|wv)_[0-9a-f]*")
 DATE = re.compile(r"\d{4}-\d\d-\d\d")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d")

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from buildctl import exitcodes
 from conftest import EXAMPLES, assert_refused, snapshot
+
+pytestmark = pytest.mark.engines
 
 
 def _finished_run(cli, tmp_path) -> str:
