@@ -55,8 +55,9 @@ def _unended(db: Database, instance_id: str, refusal: str) -> dict:
 # --------------------------------------------------------------------------- spawn
 
 def spawn(db: Database, execution_id: str, wave: int | None = None, task: str | None = None,
-          config: str | dict | None = None) -> str:
-    """Register an agent (status ``initializing``) in a run; returns its instance id.
+          config: str | dict | None = None, instance_id: str | None = None) -> str:
+    """Register an agent (status ``initializing``) in a run; returns its instance id
+    (``instance_id`` when given: a caller whose reply was lost can look for its agent).
 
     Refused for an unknown, ended or cancelled run, a wave the run does not have,
     or a task that is not in the run (or not in ``wave``).
@@ -64,11 +65,12 @@ def spawn(db: Database, execution_id: str, wave: int | None = None, task: str | 
     cfg = parse_config(config)
     _check_wave(wave)
     with db.write():
-        return _spawn_in(db, execution_id, wave, task, cfg)[0]
+        return _spawn_in(db, execution_id, wave, task, cfg, instance_id)[0]
 
 
 def spawn_and_claim(db: Database, execution_id: str, *, task: str | None = None, wave: int | None = None,
-                    config: str | dict | None = None, context: dict | None = None) -> dict:
+                    config: str | dict | None = None, context: dict | None = None,
+                    instance_id: str | None = None) -> dict:
     """`agent spawn EXEC --task T` / `--next` (and `-- CMD`): register an agent and claim and
     start T (or the next claimable task) for it, in ONE transaction, under every rule a
     worker obeys. When nothing can be taken, nothing is written: a named task is refused
@@ -91,7 +93,7 @@ def spawn_and_claim(db: Database, execution_id: str, *, task: str | None = None,
                 raise Conflict(f"execution {run['execution_id']} was cancelled: there is nothing to claim")
             if run["status"] in states.RUN_ENDED:
                 raise NothingLeft(f"nothing left to claim: execution {run['execution_id']} is {run['status']}")
-        instance_id, ex, task_id = _spawn_in(db, execution_id, wave, task, cfg)
+        instance_id, ex, task_id = _spawn_in(db, execution_id, wave, task, cfg, instance_id)
         return assignments.claim_in(db, ex, instance_id, task_id, start=True, context=context, refuse=True)
 
 
@@ -197,8 +199,10 @@ def _check_wave(wave) -> None:
         raise UsageError(f"--wave must be at least 1, not {wave}")
 
 
-def _spawn_in(db: Database, execution_id: str, wave: int | None, task: str | None, cfg: dict) -> tuple[str, str, str | None]:
-    """Insert the agent inside the caller's write: (instance id, execution id, task id)."""
+def _spawn_in(db: Database, execution_id: str, wave: int | None, task: str | None, cfg: dict,
+              instance_id: str | None = None) -> tuple[str, str, str | None]:
+    """Insert the agent (a new id unless ``instance_id`` is given) inside the caller's
+    write: (instance id, execution id, task id)."""
     from buildctl import ids, jsonstrict
 
     run = resolve.execution(db, execution_id)
@@ -228,7 +232,7 @@ def _spawn_in(db: Database, execution_id: str, wave: int | None, task: str | Non
             "ORDER BY status IN ('pending', 'running') DESC, "
             "CASE WHEN status IN ('pending', 'running') THEN wave_number ELSE -wave_number END LIMIT 1",
             (ex,)) or 1
-    instance_id = ids.new_id("agent")
+    instance_id = instance_id or ids.new_id("agent")
     db.execute(
         "INSERT INTO build_agent_instances (instance_id, execution_id, current_task_id, wave_number, status, "
         f"spawned_at, config) VALUES (?, ?, ?, ?, 'initializing', {db.sql.now}, ?)",

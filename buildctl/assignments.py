@@ -366,9 +366,22 @@ def claim_in(db: Database, execution_id: str, instance_id: str, task_id: str | N
         attempt = _start(db, row, instance_id, context)
     else:
         attempt = 1 + failed_attempts(db, execution_id, row["task_id"])
+    return _claim(row, instance_id, attempt)
+
+
+def claim_of(db: Database, assignment_id: Any) -> dict:
+    """The claim of an assignment an agent holds, as ``claim_next`` returned it: a worker
+    whose claim committed but whose reply was lost with its connection runs what it took."""
+    row = db.one(_LOAD, (_assignment_id(assignment_id),))
+    if row is None:
+        raise NotFound(f"no assignment {assignment_id}")
+    return _claim(row, row["instance_id"], 1 + failed_attempts(db, row["execution_id"], row["task_id"]))
+
+
+def _claim(row: dict, instance_id: str, attempt: int) -> dict:
     return {
-        "assignment_id": aid,
-        "execution_id": execution_id,
+        "assignment_id": row["assignment_id"],
+        "execution_id": row["execution_id"],
         "instance_id": instance_id,
         "wave_id": row["wave_id"],
         "wave_number": row["wave_number"],
@@ -722,5 +735,5 @@ def recount(db: Database, execution_id: str) -> dict:
     return {"execution_id": execution_id, "stored": stored, "recounted": recounted, "ok": stored == recounted}
 
 
-__all__ = ["claim_next", "claim_in", "run_state", "start", "complete", "fail", "retry_in_place", "release",
+__all__ = ["claim_next", "claim_in", "claim_of", "run_state", "start", "complete", "fail", "retry_in_place", "release",
            "release_held", "recount", "settle", "skip_pending", "failed_attempts"]

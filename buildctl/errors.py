@@ -62,6 +62,12 @@ class DatabaseUnavailable(DatabaseError):
     wait (a worker) may reconnect and try again; nothing else can."""
 
 
+class ConnectionLost(DatabaseUnavailable):
+    """The connection dropped while a statement was in flight: whether it took effect is
+    unknown (the connection's next statement reconnects). A caller that can find out what
+    happened (a worker: does it hold the task it was claiming?) carries on; others fail."""
+
+
 class GitError(BuildctlError):
     exit_code = exitcodes.GIT
 

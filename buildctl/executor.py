@@ -106,11 +106,16 @@ class _Pool:
 
     def start(self) -> bool:
         """Register an agent and start a worker for it; False when the run takes no new agents."""
-        from buildctl import agents
-        from buildctl.errors import Conflict
+        from buildctl import agents, ids
+        from buildctl.errors import Conflict, ConnectionLost
 
+        agent_id = ids.new_id("agent")
         try:
-            agent_id = agents.spawn(self.db, self.execution_id, config=self.config)
+            try:
+                agents.spawn(self.db, self.execution_id, config=self.config, instance_id=agent_id)
+            except ConnectionLost:  # registered or not? look, on a new connection
+                if not self.db.scalar("SELECT 1 FROM build_agent_instances WHERE instance_id = ?", (agent_id,)):
+                    agents.spawn(self.db, self.execution_id, config=self.config, instance_id=agent_id)
         except Conflict:
             return False  # the run ended (or was cancelled) meanwhile
         stderr = tempfile.TemporaryFile()
@@ -159,7 +164,8 @@ class _Pool:
         w.stderr.close()
         if errors:
             self.result.worker_errors.append("\n".join(errors))
-        status = self.db.scalar("SELECT status FROM build_agent_instances WHERE instance_id = ?", (w.agent_id,))
+        status = _again(lambda: self.db.scalar("SELECT status FROM build_agent_instances WHERE instance_id = ?",
+                                               (w.agent_id,)))
         if status not in states.AGENT_LIVE:
             return status == "failed" and code != 0
         if code < 0:
@@ -172,10 +178,10 @@ class _Pool:
         # whole group would have taken the watcher with it), so the retry never overlaps.
         kill_marked(agent_marker(w.agent_id))
         try:
-            ended = agents.finish(self.db, w.agent_id, "failed", error=message,
-                                  context={"code": "worker_died", "pid": w.proc.pid, **extra})
+            ended = _again(lambda: agents.finish(self.db, w.agent_id, "failed", error=message,
+                                                 context={"code": "worker_died", "pid": w.proc.pid, **extra}))
         except Conflict:
-            return True  # ended meanwhile (a peer found it stale): nothing held any more
+            return True  # ended meanwhile (a peer found it stale, or our finish whose reply was lost)
         released = ", ".join(f"assignment {r['assignment_id']} {r['outcome']}" for r in ended["released"])
         # The command prints these as `worker: …`.
         self.result.worker_errors.append(f"pid {w.proc.pid} {how}; agent {w.agent_id} marked failed"
@@ -206,9 +212,12 @@ def execute(location: str, execution_id: str, *, jobs: int, repo: str | None = N
     has work. On Ctrl-C, SIGTERM or SIGHUP cancel the run and wait for the workers to
     stop their tasks (a second signal SIGTERMs them now); ``result.signal`` names the
     first signal. No worker is left behind when this returns."""
-    from buildctl import runs
+    from buildctl import agentstate, runs
+    from buildctl.errors import ConnectionLost
 
     db = storage.connect(location)
+    # A lost connection is opened again on the next statement, for as long as a worker waits.
+    db.reconnect_s = agentstate.stale_after_s(agentstate.parse_config(config))
     result = ExecResult(execution_id, "")
     pool = _Pool(db, location, execution_id, result, repo=repo, checkpoints=checkpoints, config=config)
     signals = _StopSignals()
@@ -227,16 +236,20 @@ def execute(location: str, execution_id: str, *, jobs: int, repo: str | None = N
             if signals.count >= 2 and not terminated:
                 pool.terminate()
                 terminated = True
-            if on_tick is not None:
-                on_tick(snapshot(db, execution_id))
-            pool.reap(replace=not result.interrupted)
+            try:
+                if on_tick is not None:
+                    on_tick(snapshot(db, execution_id))
+                pool.reap(replace=not result.interrupted)
+            except ConnectionLost:
+                pass  # the next tick reconnects and looks again
             if not pool.alive():
                 break
             time.sleep(tick_s)
         if signals.count and not result.interrupted:
             result.interrupted, result.signal = True, signals.first
-        result.status = db.scalar("SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (execution_id,))
-        result.snapshot = snapshot(db, execution_id)
+        result.status = _again(lambda: db.scalar("SELECT status FROM task_list_execution_runs WHERE execution_id = ?",
+                                                 (execution_id,)))
+        result.snapshot = _again(lambda: snapshot(db, execution_id))
     finally:
         try:
             pool.stop()
@@ -244,6 +257,17 @@ def execute(location: str, execution_id: str, *, jobs: int, repo: str | None = N
             signals.restore()
             db.close()
     return result
+
+
+def _again(call):
+    """``call()``, once more after a connection lost while it ran (the connection reconnects
+    on its next statement): for reads, and writes that refuse to run twice (Conflict)."""
+    from buildctl.errors import ConnectionLost
+
+    try:
+        return call()
+    except ConnectionLost:
+        return call()
 
 
 class _StopSignals:

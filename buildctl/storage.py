@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import time
 from contextlib import contextmanager
 
 from buildctl.dialect import POSTGRES, SQLITE, pyformat
-from buildctl.errors import DatabaseError, DatabaseUnavailable, NeedsMigration, hide
+from buildctl.errors import ConnectionLost, DatabaseError, DatabaseUnavailable, NeedsMigration, hide
 
 # pathlib (~8 ms) and typing (~4 ms) are kept off the import path: the hot path
 # (SPEC §7) opens a connection on every call and has ~30 ms in all.
@@ -52,6 +53,11 @@ ANALYSIS_LIMIT = 400
 #: ('bctl', n), so that they cannot collide with another application's single-key locks.
 LOCK_NAMESPACE = 0x6263746C
 LOCK_KEYS = {"migrate": 1, "gc": 2}
+
+#: Reconnecting to PostgreSQL after a lost connection: the first pause, doubled after
+#: each failed attempt up to the last one (a server restart takes a few seconds).
+RECONNECT_FIRST_PAUSE_S = 0.05
+RECONNECT_MAX_PAUSE_S = 2.0
 
 
 # --------------------------------------------------------------------------- location
@@ -196,6 +202,9 @@ class Database:
 
     #: The SQL vocabulary that differs between engines (buildctl.dialect).
     sql: SQLite | Postgres
+    #: PostgreSQL: how long the next statement after a lost connection keeps trying to
+    #: reconnect (PostgresDatabase). A SQLite file has no connection to lose.
+    reconnect_s = 0.0
     #: The location as given (a path, or a URL that may hold a password: never show it).
     location: str
 
@@ -393,15 +402,53 @@ class PostgresDatabase(Database):
     Statements are translated by ``dialect.pyformat``; results are read in binary form, so
     that what comes back (timestamps above all) does not depend on the session's TimeZone
     or DateStyle. Driver errors become ``DatabaseError`` lines without the password.
+
+    A connection that drops (a server restart, ``pg_terminate_backend``, a failover) fails
+    the statement in flight with ``ConnectionLost``: whether it took effect is unknown, so
+    it is never sent again here. The next statement opens a new connection, retrying with
+    backoff for up to ``reconnect_s``; only a BEGIN that met the loss (it had done nothing)
+    is sent again on the new connection.
     """
 
     sql = POSTGRES
+    #: How long a statement after a lost connection keeps trying to reconnect before it
+    #: fails with DatabaseUnavailable (one attempt with 0, the default: a command fails
+    #: with one line). Long-lived processes (workers, `run exec`) set their stale threshold.
+    reconnect_s = 0.0
 
     def __init__(self, conn: Any, location: str, driver_error: type[BaseException]):
         self.conn = conn
         self.location = location
         self._driver_error = driver_error
         self._idle = type(conn.info.transaction_status).IDLE
+        #: Connections opened again after a loss (for people and tests).
+        self.reconnects = 0
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+        self.conn.close()
+
+    def _connected(self) -> Any:
+        """The connection, opened again first when the last one was lost: with backoff, for
+        up to ``reconnect_s`` while the server cannot be reached; other refusals at once."""
+        if not self.conn.closed or self._closed:
+            return self.conn
+        deadline = time.monotonic() + self.reconnect_s
+        pause = RECONNECT_FIRST_PAUSE_S
+        while True:
+            try:
+                self.conn = _pg_connection(self.location)
+            except DatabaseUnavailable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DatabaseUnavailable(f"{exc.message}; the connection was lost and could not be opened again"
+                                              + (f" within {self.reconnect_s:g} s" if self.reconnect_s else "")) from exc
+                time.sleep(min(pause, left))
+                pause = min(2 * pause, RECONNECT_MAX_PAUSE_S)
+                continue
+            self.reconnects += 1
+            return self.conn
 
     def optimize(self, tables: tuple[str, ...]) -> list[str]:
         # Autovacuum keeps up eventually; after a big delete, fresh statistics now.
@@ -410,18 +457,23 @@ class PostgresDatabase(Database):
         return [f"analyzed {', '.join(tables)}"]
 
     def _error(self, exc: BaseException) -> DatabaseError:
-        return translate_postgres(exc, self.display_location)
+        error = translate_postgres(exc, self.display_location)
+        if isinstance(error, DatabaseUnavailable) and self.conn.closed:
+            return ConnectionLost(f"{error.message} (the connection was lost; whether the last statement took "
+                                  "effect is unknown)")
+        return error
 
     def execute(self, sql: str, params: Any = ()) -> Any:
         text, style = pyformat(sql)
+        conn = self._connected()
         try:
-            return self.conn.execute(text, params if style else None, binary=True)
+            return conn.execute(text, params if style else None, binary=True)
         except self._driver_error as exc:
             raise self._error(exc) from exc
 
     def executemany(self, sql: str, rows: Iterable[Any]) -> Any:
         text, _ = pyformat(sql)
-        cur = self.conn.cursor(binary=True)
+        cur = self._connected().cursor(binary=True)
         try:
             cur.executemany(text, rows)
         except self._driver_error as exc:
@@ -434,19 +486,26 @@ class PostgresDatabase(Database):
         self._simple(text)
 
     def _simple(self, text: str) -> None:
+        conn = self._connected()
         try:
-            self.conn.execute(text)
+            conn.execute(text)
         except self._driver_error as exc:
             raise self._error(exc) from exc
 
     def _begin(self, mode: str) -> None:
         # BEGIN inside a transaction is only a warning on PostgreSQL, and the inner
         # block's ROLLBACK would then end the outer one: refuse, as SQLite does.
-        if self.conn.info.transaction_status != self._idle:
+        if not self.conn.closed and self.conn.info.transaction_status != self._idle:
             raise DatabaseError("cannot start a transaction within a transaction")
         # The isolation level and the lock wait are stated in every transaction: the
         # server's defaults (or a pooled session's leftovers) decide nothing.
-        self._simple(f"BEGIN ISOLATION LEVEL {mode}; SET LOCAL lock_timeout = '{BUSY_TIMEOUT_MS}ms'")
+        begin = f"BEGIN ISOLATION LEVEL {mode}; SET LOCAL lock_timeout = '{BUSY_TIMEOUT_MS}ms'"
+        try:
+            self._simple(begin)
+        except ConnectionLost:
+            # The connection had dropped while idle (a terminated backend is noticed by
+            # the next statement): BEGIN did nothing, so begin again on a new one.
+            self._simple(begin)
 
     def _rollback(self) -> None:
         if self.conn.closed or self.conn.info.transaction_status == self._idle:
@@ -548,19 +607,24 @@ def _connect_sqlite(location: str, create: bool) -> SQLiteDatabase:
 def _connect_postgres(location: str) -> PostgresDatabase:
     """Connect through psycopg 3, handing the URL to libpq as it is (so PG* variables,
     ~/.pgpass and service files apply as libpq defines them)."""
-    display = redact(location)
     try:
         import psycopg
     except ImportError as exc:
         raise DatabaseError(f"PostgreSQL support is not installed ({exc}): pip install 'buildctl[postgres]'") from exc
     for secret in _url_passwords(location):
         hide(secret)
+    return PostgresDatabase(_pg_connection(location), location, psycopg.Error)
+
+
+def _pg_connection(location: str) -> Any:
+    """A new psycopg connection to ``location``, or one readable, password-free error."""
+    import psycopg
+
     try:
-        conn = psycopg.connect(location, autocommit=True, prepare_threshold=None, context=_pg_adapters(),
+        return psycopg.connect(location, autocommit=True, prepare_threshold=None, context=_pg_adapters(),
                                fallback_application_name="buildctl")
     except psycopg.Error as exc:
-        raise translate_postgres(exc, display, connecting=True) from exc
-    return PostgresDatabase(conn, location, psycopg.Error)
+        raise translate_postgres(exc, redact(location), connecting=True) from exc
 
 
 _pg_adapters_cache: list[Any] = []

@@ -33,8 +33,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from buildctl import agents, agentstate, assignments, execlog, exitcodes, states, storage
-from buildctl.errors import BuildctlError, Conflict, DatabaseError, InvalidInput, NotFound, UsageError
+from buildctl import agents, agentstate, assignments, execlog, exitcodes, ids, states, storage
+from buildctl.errors import BuildctlError, Conflict, ConnectionLost, DatabaseError, InvalidInput, NotFound, UsageError
 
 STDERR_TAIL_LINES = 20
 #: An idle worker looks for stale peers of its run at most this often (SPEC §4's lease).
@@ -308,6 +308,7 @@ class Worker:
         self.opts = opts
         self.execution_id = opts.execution_id  # the full id once spawn has resolved a prefix
         self.db = storage.connect(location)
+        self.db.reconnect_s = agentstate.WORKER_CONFIG["staleAfterMs"] / 1000  # until the agent's own is known
         self.instance_id: str | None = None
         self.config: dict = {}
         self.terms = 0  # SIGTERMs received
@@ -343,6 +344,7 @@ class Worker:
         interval = max(0.05, float(self.config.get("heartbeatIntervalMs", 30000)) / 1000)
         tick = min(interval, 0.25)
         db = storage.connect(self.location)
+        db.reconnect_s = self._stale_after_s()
         last_ok = next_beat = time.monotonic()
         try:
             while not self.hb_stop.is_set():
@@ -419,10 +421,13 @@ class Worker:
             agent = agents.adopt(self.db, self.opts.agent_id, self.execution_id)
             self.instance_id, self.execution_id, self.config = agent["instance_id"], agent["execution_id"], agent["config"]
         else:
-            self.instance_id = agents.spawn(self.db, self.execution_id, config=self.opts.config)
+            iid = ids.new_id("agent")
+            self.instance_id = self._db(lambda: agents.spawn(self.db, self.execution_id, config=self.opts.config,
+                                                             instance_id=iid), settled=lambda: self._spawned(iid))
             self.config = agentstate.config_of(self.db, self.instance_id)
             self.execution_id = self.db.scalar("SELECT execution_id FROM build_agent_instances WHERE instance_id = ?",
                                                (self.instance_id,))
+        self.db.reconnect_s = self._stale_after_s()
         outcome = Outcome(self.instance_id)
         self.hb_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self.hb_thread.start()
@@ -437,9 +442,10 @@ class Worker:
                 if self.opts.max_tasks is not None and outcome.tasks_run >= self.opts.max_tasks:
                     outcome.reason = f"ran --max-tasks {self.opts.max_tasks}"
                     break
-                claim = assignments.claim_next(self.db, self.execution_id, self.instance_id, start=True)
+                claim = self._db(lambda: assignments.claim_next(self.db, self.execution_id, self.instance_id, start=True),
+                                 settled=self._claim_settled)
                 if claim is None:
-                    if not self._wait_for_work():
+                    if not self._db(self._wait_for_work):
                         outcome.reason = "the run has nothing left"
                         break
                     continue
@@ -463,7 +469,8 @@ class Worker:
             if self.heartbeats_lost and final_status == "completed":
                 final_status, error = "failed", self.stop_reason
             try:
-                ended = agents.finish(self.db, self.instance_id, final_status, error=error, keep_stuck=True)
+                ended = self._db(lambda: agents.finish(self.db, self.instance_id, final_status, error=error,
+                                                       keep_stuck=True))
             except Exception:
                 ended = None  # already ended (or the database is gone): nothing more to record
             if ended is not None and ended["status"] == "stuck" and not outcome.exit_code:
@@ -534,15 +541,21 @@ class Worker:
         """
         signal.signal(signal.SIGTERM, self._on_term)
         claim = None
+        iid = ids.new_id("agent")
         if task is not None or claim_next:
-            claim = agents.spawn_and_claim(self.db, self.opts.execution_id, task=task, wave=wave,
-                                           config=self.opts.config, context={"command": argv})
+            claim = self._db(lambda: agents.spawn_and_claim(self.db, self.opts.execution_id, task=task, wave=wave,
+                                                            config=self.opts.config, context={"command": argv},
+                                                            instance_id=iid),
+                             settled=lambda: self._spawned(iid) and self._claim_settled(iid))
             self.instance_id, self.execution_id = claim["instance_id"], claim["execution_id"]
         else:
-            self.instance_id = agents.spawn(self.db, self.opts.execution_id, wave=wave, config=self.opts.config)
+            self.instance_id = self._db(lambda: agents.spawn(self.db, self.opts.execution_id, wave=wave,
+                                                             config=self.opts.config, instance_id=iid),
+                                        settled=lambda: self._spawned(iid))
             self.execution_id = self.db.scalar("SELECT execution_id FROM build_agent_instances WHERE instance_id = ?",
                                                (self.instance_id,))
         self.config = agentstate.config_of(self.db, self.instance_id)
+        self.db.reconnect_s = self._stale_after_s()
         try:
             with self.lock:
                 self.current, self.status = claim, "running"
@@ -569,16 +582,21 @@ class Worker:
             ok = code == 0 and not killed
             if claim is not None:
                 if ok:
-                    assignments.complete(self.db, claim["assignment_id"], instance_id=self.instance_id, context=context)
+                    self._complete(claim["assignment_id"], context)
                 else:
-                    assignments.fail(self.db, claim["assignment_id"], error=error or killed or f"exit code {code}",
-                                     max_retries=self._max_retries(), instance_id=self.instance_id, context=context)
+                    self._report(claim["assignment_id"], lambda: assignments.fail(
+                        self.db, claim["assignment_id"], error=error or killed or f"exit code {code}",
+                        max_retries=self._max_retries(), instance_id=self.instance_id, context=context))
             else:
-                with self.db.write():
-                    execlog.append(self.db, self.execution_id, "info" if ok else "error",
-                                   f"agent {self.instance_id}: `{' '.join(argv)}` exited {code}"
-                                   + (f": {error.splitlines()[-1]}" if error and not ok else ""),
-                                   instance_id=self.instance_id, context={**context, "error": error} if not ok else context)
+                def log_exit() -> None:
+                    with self.db.write():
+                        execlog.append(self.db, self.execution_id, "info" if ok else "error",
+                                       f"agent {self.instance_id}: `{' '.join(argv)}` exited {code}"
+                                       + (f": {error.splitlines()[-1]}" if error and not ok else ""),
+                                       instance_id=self.instance_id,
+                                       context={**context, "error": error} if not ok else context)
+
+                self._db(log_exit)
             self._end("completed" if ok else "failed", None if ok else (error or killed or f"exit code {code}"))
             return code
         except BaseException as exc:
@@ -596,9 +614,9 @@ class Worker:
         if self.hb_thread is not None:
             self.hb_thread.join(timeout=5)
         try:
-            agents.finish(self.db, self.instance_id, status, error=error, keep_stuck=True)
+            self._db(lambda: agents.finish(self.db, self.instance_id, status, error=error, keep_stuck=True))
         except BuildctlError:
-            pass  # already ended by someone else
+            pass  # already ended by someone else (or by our own finish, whose reply was lost)
         self.db.close()
 
     def _max_retries(self) -> int:
@@ -625,29 +643,29 @@ class Worker:
             self.current = claim
             self.status = "running"
         try:
-            checkpoint_id = self._checkpoint(claim)
+            checkpoint_id = self._db(lambda: self._checkpoint(claim))
             while True:
-                attempt = 1 + assignments.failed_attempts(self.db, claim["execution_id"], claim["task_id"])
+                attempt = 1 + self._db(lambda: assignments.failed_attempts(self.db, claim["execution_id"],
+                                                                           claim["task_id"]))
                 ok, context, error = self._attempt(claim, attempt)
                 stop = self._should_stop()
                 if ok and stop is None:
-                    assignments.complete(self.db, aid, instance_id=self.instance_id, context=context)
+                    self._complete(aid, context)
                     return "completed"
                 if stop is not None:
                     return self._stopped(claim, stop, context)
                 # Report the attempt first, then undo its partial work (so the log reads
                 # task_failed, checkpoint_restored), then wait out the backoff.
                 if attempt >= 1 + self._max_retries():
-                    assignments.fail(self.db, aid, error=error, max_retries=self._max_retries(),
-                                     instance_id=self.instance_id, context=context)
+                    self._report(aid, lambda: assignments.fail(self.db, aid, error=error, max_retries=self._max_retries(),
+                                                               instance_id=self.instance_id, context=context))
                     if checkpoint_id is not None:
-                        self._restore(claim, checkpoint_id)
-                    self._stop_if_stuck()
+                        self._db(lambda: self._restore(claim, checkpoint_id))
+                    self._db(self._stop_if_stuck)
                     return "failed"
-                retry = assignments.retry_in_place(self.db, aid, instance_id=self.instance_id, error=error,
-                                                   context=context)
+                retry = self._retry_in_place(claim, attempt, error, context)
                 if checkpoint_id is not None:
-                    self._restore(claim, checkpoint_id)
+                    self._db(lambda: self._restore(claim, checkpoint_id))
                 if retry["agent_stuck"]:
                     self.stop_reason = self.stop_reason or f"agent {self.instance_id} marked stuck: {retry['agent_stuck']}"
                     return "failed" if retry["status"] == "failed" else "retry-elsewhere"
@@ -662,6 +680,75 @@ class Worker:
                 self.current = None
                 self.child = None
                 self.status = "idle"
+
+    # ------------------------------------------------------------------ a lost connection (SPEC §9)
+    def _db(self, call, settled=None):
+        """``call()``, carried through a connection lost while it ran (ConnectionLost: whether
+        it took effect is unknown). The connection reconnects on its next statement (with
+        backoff, for up to staleAfterMs); then ``settled()`` finds out what happened: its
+        answer, when not None, is the result; else ``call`` runs again. Without ``settled``,
+        ``call`` is a read, or a write whose repetition is harmless. Losses that go on for
+        longer than staleAfterMs end the worker (the lease has expired by then)."""
+        give_up = time.monotonic() + self._stale_after_s()
+        while True:
+            try:
+                return call()
+            except ConnectionLost:
+                if time.monotonic() > give_up:
+                    raise
+                if settled is not None:
+                    outcome = self._db(settled)
+                    if outcome is not None:
+                        return outcome
+
+    def _spawned(self, instance_id: str) -> str | None:
+        """After registering ``instance_id`` (with a claim, in the same transaction) whose
+        reply was lost: the id when it was registered, else None (register again)."""
+        return self.db.scalar("SELECT instance_id FROM build_agent_instances WHERE instance_id = ?", (instance_id,))
+
+    def _claim_settled(self, instance_id: str | None = None) -> dict | None:
+        """After a claim whose reply was lost: the task it took for us (we hold it and have
+        run nothing of it), or None when it took nothing (claim again)."""
+        held = assignments.held_by(self.db, instance_id or self.instance_id)
+        return None if held is None else assignments.claim_of(self.db, held["assignment_id"])
+
+    def _held_status(self, assignment_id: int) -> str | None:
+        """After a report whose reply was lost: None while the assignment is still ours to
+        report (the report did not commit: send it again), else what it is now."""
+        row = self.db.one("SELECT status, instance_id FROM wave_task_assignments WHERE id = ?", (assignment_id,))
+        if row["instance_id"] == self.instance_id and row["status"] in states.ASSIGNMENT_HELD:
+            return None
+        return row["status"]
+
+    def _report(self, assignment_id: int, call):
+        """A failed attempt or a release (``call``); after a lost reply, what the assignment is now."""
+        return self._db(call, settled=lambda: self._held_status(assignment_id))
+
+    def _complete(self, assignment_id: int, context: dict) -> None:
+        def settled() -> str | None:
+            status = self._held_status(assignment_id)
+            if status not in (None, "completed"):  # handed to someone else meanwhile: not ours to complete
+                raise Conflict(f"assignment {assignment_id} is {status}: it was taken away from agent {self.instance_id}")
+            return status
+
+        self._db(lambda: assignments.complete(self.db, assignment_id, instance_id=self.instance_id, context=context),
+                 settled=settled)
+
+    def _retry_in_place(self, claim: dict, attempt: int, error: str, context: dict) -> dict:
+        """assignments.retry_in_place; after a lost reply, whether its task_failed event was
+        written (it counts the attempt) and whether the task is still ours."""
+        aid = claim["assignment_id"]
+
+        def settled() -> dict | None:
+            if assignments.failed_attempts(self.db, claim["execution_id"], claim["task_id"]) < attempt:
+                return None
+            status = self._held_status(aid)
+            if status is None:
+                return {"status": "running", "agent_stuck": None}
+            return {"status": status, "agent_stuck": "the task was taken away when its failed attempt was recorded"}
+
+        return self._db(lambda: assignments.retry_in_place(self.db, aid, instance_id=self.instance_id, error=error,
+                                                           context=context), settled=settled)
 
     def _stop_if_stuck(self) -> None:
         """After a failure reported with ``fail``: stop when it marked this agent stuck."""
@@ -689,8 +776,9 @@ class Worker:
         if self.released:
             return "lost"  # it is not ours any more: write nothing about it
         try:
-            outcome = assignments.release(self.db, claim["assignment_id"], reason=f"stopped: {reason}",
-                                          max_retries=self._max_retries(), instance_id=self.instance_id)
+            outcome = self._report(claim["assignment_id"], lambda: assignments.release(
+                self.db, claim["assignment_id"], reason=f"stopped: {reason}", max_retries=self._max_retries(),
+                instance_id=self.instance_id))
         except Conflict:
             return "lost"  # the assignment may already be settled
         return "failed" if outcome == "failed" else "retry-elsewhere"
@@ -710,9 +798,10 @@ class Worker:
             vtimeout = float(self.config.get("validationTimeoutMs", 120000)) / 1000
             vcode, vduration, verror, vkilled = self._run_child(validate, vtimeout)
             context.update({"validation_exit_code": vcode, "validation_duration_s": round(vduration, 3)})
-            execlog_event(self.db, claim, self.instance_id, "validation_run",
-                          f"{claim['display_id']}: validation {'passed' if vcode == 0 and not vkilled else 'failed'}",
-                          {"attempt": attempt, "exit_code": vcode, "duration_s": round(vduration, 3)})
+            self._db(lambda: execlog_event(
+                self.db, claim, self.instance_id, "validation_run",
+                f"{claim['display_id']}: validation {'passed' if vcode == 0 and not vkilled else 'failed'}",
+                {"attempt": attempt, "exit_code": vcode, "duration_s": round(vduration, 3)}))
             if vkilled or vcode != 0:
                 err = "validation failed: " + (verror or vkilled or f"exit code {vcode}")
                 return False, {**context, "error": err}, err

@@ -22,7 +22,7 @@ import pytest
 import seed
 from buildctl import dialect, migrations, storage
 from buildctl.dialect import POSTGRES, SQLITE, pyformat
-from buildctl.errors import DatabaseError, DatabaseUnavailable
+from buildctl.errors import ConnectionLost, DatabaseError, DatabaseUnavailable
 from conftest import assert_refused, buildctl_executable, snapshot
 from test_migrations import APPENDIX_INDEXES, CHECK_ROWS, CHECK_SETUP, CHECKS
 
@@ -650,6 +650,58 @@ def test_a_terminated_connection_is_database_unavailable(pg_location):
     finally:
         db.close()
         killer.close()
+
+
+def _terminate(location: str, pid: int) -> None:
+    """pg_terminate_backend, waiting until the backend is gone."""
+    with storage.connect(location) as killer:
+        assert killer.scalar("SELECT pg_terminate_backend(?, 30000)", (pid,)) == 1
+
+
+def test_a_statement_lost_with_its_connection_is_never_sent_again_the_next_one_reconnects(pg_location):
+    import threading
+
+    db = storage.connect(pg_location)
+    try:
+        pid = db.scalar("SELECT pg_backend_pid()")
+        # Terminated while the statement runs: its outcome is unknown to the caller, who hears it.
+        killer = threading.Timer(0.5, _terminate, (pg_location, pid))
+        killer.start()
+        with pytest.raises(ConnectionLost, match="whether the last statement took effect is unknown"):
+            db.scalar("SELECT pg_sleep(30)")
+        killer.join()
+        assert db.scalar("SELECT pg_backend_pid()") != pid and db.reconnects == 1
+    finally:
+        db.close()
+
+
+def test_a_write_begun_on_a_connection_that_dropped_while_idle_commits_once_on_a_new_one(pg_location):
+    db = storage.connect(pg_location)
+    try:
+        seed.seed_list(db)
+        pid = db.scalar("SELECT pg_backend_pid()")
+        _terminate(pg_location, pid)
+        with db.write():  # its BEGIN meets the loss, and nothing had been done: begun again
+            db.execute("UPDATE task_lists_v2 SET description = COALESCE(description, '') || 'x' WHERE id = 'tl_seed'")
+        assert db.scalar("SELECT description FROM task_lists_v2") == "x" and db.reconnects == 1
+    finally:
+        db.close()
+
+
+def test_reconnecting_gives_up_after_reconnect_s_with_one_line(pg_location):
+    db = storage.connect(pg_location)
+    try:
+        db.reconnect_s = 1.0
+        pid = db.scalar("SELECT pg_backend_pid()")
+        db.location = with_password(pg_location, "s3cr3t-pw").replace(f":{urlsplit(pg_location).port or 5432}/", ":1/")
+        _terminate(pg_location, pid)  # and the server "stays down": nothing listens on port 1
+        with pytest.raises(ConnectionLost):
+            db.scalar("SELECT 1")
+        with pytest.raises(DatabaseUnavailable, match="could not be opened again within 1 s") as lost:
+            db.scalar("SELECT 1")
+        assert not isinstance(lost.value, ConnectionLost) and "s3cr3t-pw" not in str(lost.value)
+    finally:
+        db.close()
 
 
 def test_driver_errors_escaping_domain_code_are_one_line(pg_location):
