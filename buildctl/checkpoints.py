@@ -84,12 +84,37 @@ def _text(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+#: Overrides the host name checkpoints record and compare (hosts that share one, such
+#: as containers cloned from one image; tests simulating several hosts).
+HOST_VARIABLE = "BUILDCTL_HOST"
+
+
+def this_host() -> str:
+    """The host a checkpoint made here records (``metadata.created_by.host``)."""
+    return os.environ.get(HOST_VARIABLE) or socket.gethostname()
+
+
 def _who() -> dict:
     try:
         user = getpass.getuser()
     except Exception:  # no passwd entry (containers with a random uid)
         user = None
-    return {"user": user, "host": socket.gethostname()}
+    return {"user": user, "host": this_host()}
+
+
+def _made_elsewhere(repo: Repo, row: dict, meta: dict) -> bool:
+    """Whether the checkpoint was made on another host (each host of a farm has its own
+    clone, SPEC §9). Its ref is that clone's; it is restored here only from its commit,
+    and refused, changing nothing, when that commit is not in this clone."""
+    by = meta.get("created_by")
+    made_on = by.get("host") if isinstance(by, dict) else None
+    if not made_on or made_on == this_host():
+        return False
+    if not repo.has_commit(row["git_ref"]):
+        raise Conflict(f"checkpoint {row['id']} was made on host {made_on}, not on {this_host()}, and its commit "
+                       f"{row['git_ref'][:12]} is not in {repo.root}; restore it on {made_on}, or fetch it first "
+                       f"(git fetch <{made_on}'s clone> {gitrepo.checkpoint_ref(row['id'])}); nothing was changed")
+    return True
 
 
 def _record(db: Database, repo: Repo, cap: _Captured, *, execution_id: str, task: dict, agent_id: str | None,
@@ -368,12 +393,13 @@ def restore(db: Database, checkpoint: str, *, execution: str | None = None, repo
     repo = gitrepo.open_repo(repo_dir)
     meta = _loads(row["metadata"])
     _check_same_repository(repo, row, meta)
+    elsewhere = _made_elsewhere(repo, row, meta)
     ref = gitrepo.checkpoint_ref(cp_id)
     target = repo.ref_target(ref)
-    if target is None:
+    if target is None and not elsewhere:  # another host's checkpoint is pinned in its own clone
         raise GitError(f"checkpoint {cp_id} cannot be restored: its git ref {ref} is missing from {repo.root} "
                        "(deleted or pruned by hand)")
-    if target != row["git_ref"]:
+    if target is not None and target != row["git_ref"]:
         raise GitError(f"checkpoint {cp_id} cannot be restored: {ref} points at {target[:12]}, "
                        f"but the checkpoint recorded {row['git_ref'][:12]}")
     inside = _within(paths)

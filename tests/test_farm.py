@@ -206,3 +206,45 @@ def test_a_claim_and_a_completion_whose_connection_was_lost_happen_exactly_once(
                                      "ON t.id = l.task_id WHERE l.event_type LIKE 'task_%' ORDER BY l.id")
     assert events == [("task_started", "T-001"), ("task_completed", "T-001")]  # once each
     assert _recount_ok(pg_location, worker.execution_id)["completed_tasks"] == 1
+
+
+# --------------------------------------------------------------------------- several hosts (item 6)
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_checkpoint_of_another_host_is_restored_only_from_a_commit_present_here(pg_location, tmp_path):
+    """Each host has its own clone. A checkpoint records its host (BUILDCTL_HOST stands in for
+    a second machine's name); restoring it on another host is refused with one line (exit 5,
+    nothing changed) until its commit is fetched into that host's clone."""
+    from checkpoint_helpers import git, git_env, init_repo, tree_state, write
+    from conftest import EXAMPLES, assert_refused, snapshot
+
+    genv = git_env(tmp_path / "home")
+    origin = init_repo(tmp_path / "origin", genv, files={"a.txt": "one\n", "b.txt": "two\n"})
+    clones = {}
+    for host in ("host-a", "host-b"):
+        clones[host] = tmp_path / host
+        git(tmp_path, "clone", "-q", str(origin), str(clones[host]), env=genv)
+
+    def on(host: str, *args, check: bool = True):
+        return buildctl(pg_location, *args, check=check, env=_env(pg_location, **genv, BUILDCTL_HOST=host))
+
+    ex = on("host-a", "run", "start", EXAMPLES / "five-tasks.toml").stdout.strip()
+    write(clones["host-a"], "a.txt", "changed on host-a\n")
+    cp = on("host-a", "checkpoint", "create", ex, "--task", "T-001", "--repo", clones["host-a"]).stdout.strip()
+    meta = json.loads(seed.scalar(pg_location, "SELECT metadata FROM checkpoints WHERE id = ?", (cp,)))
+    assert meta["created_by"]["host"] == "host-a"
+
+    before, tree_b = snapshot(pg_location), tree_state(clones["host-b"])
+    refused = on("host-b", "checkpoint", "restore", cp, "--repo", clones["host-b"], check=False)
+    assert_refused(refused, code=5, contains=f"checkpoint {cp} was made on host host-a, not on host-b")
+    assert "is not in" in refused.stderr and "nothing was changed" in refused.stderr
+    assert snapshot(pg_location) == before and tree_state(clones["host-b"]) == tree_b
+
+    # Its commit fetched into host-b's clone (no ref of its own there): now it restores.
+    git(clones["host-b"], "fetch", "-q", str(clones["host-a"]), f"refs/buildctl/checkpoints/{cp}", env=genv)
+    on("host-b", "checkpoint", "restore", cp, "--repo", clones["host-b"])
+    assert (clones["host-b"] / "a.txt").read_text() == "changed on host-a\n"
+    # On its own host, as before.
+    write(clones["host-a"], "a.txt", "later\n")
+    on("host-a", "checkpoint", "restore", cp, "--repo", clones["host-a"])
+    assert (clones["host-a"] / "a.txt").read_text() == "changed on host-a\n"
