@@ -70,15 +70,17 @@ def spawn(db: Database, execution_id: str, wave: int | None = None, task: str | 
 
 def spawn_and_claim(db: Database, execution_id: str, *, task: str | None = None, wave: int | None = None,
                     config: str | dict | None = None, context: dict | None = None,
-                    instance_id: str | None = None) -> dict:
+                    instance_id: str | None = None, unless_busy: bool = False) -> dict:
     """`agent spawn EXEC --task T` / `--next` (and `-- CMD`): register an agent and claim and
     start T (or the next claimable task) for it, in ONE transaction, under every rule a
     worker obeys. When nothing can be taken, nothing is written: a named task is refused
     with the reason (Conflict); for the next task, NothingYet (the barrier, the limit, a
     backoff, a pause: try again), NothingLeft (the run has nothing left) or Conflict (the
-    run was cancelled). Returns the claim (``assignments.claim_in``'s dict)."""
+    run was cancelled). Returns the claim (``assignments.claim_in``'s dict). ``unless_busy``
+    (a caller that waits for the next change anyway): a run another agent is changing
+    right now is not queued for (NothingYet; see ``assignments.lock_run``)."""
     from buildctl import assignments
-    from buildctl.errors import NothingLeft
+    from buildctl.errors import NothingLeft, NothingYet
 
     cfg = parse_config(config)
     _check_wave(wave)
@@ -86,7 +88,8 @@ def spawn_and_claim(db: Database, execution_id: str, *, task: str | None = None,
         # The run's row lock before the agent's row is written: that INSERT's foreign-key
         # check takes a KEY SHARE lock on the run, and two spawners each holding one while
         # waiting to take the claim's FOR UPDATE would deadlock (PostgreSQL).
-        assignments.lock_run(db, resolve.execution(db, execution_id)["execution_id"])
+        if not assignments.lock_run(db, resolve.execution(db, execution_id)["execution_id"], unless_busy=unless_busy):
+            raise NothingYet("nothing can be claimed yet: another agent is changing the run right now")
         if task is None:
             run = resolve.execution(db, execution_id)
             if run["status"] == "cancelled":
@@ -94,14 +97,15 @@ def spawn_and_claim(db: Database, execution_id: str, *, task: str | None = None,
             if run["status"] in states.RUN_ENDED:
                 raise NothingLeft(f"nothing left to claim: execution {run['execution_id']} is {run['status']}")
         instance_id, ex, task_id = _spawn_in(db, execution_id, wave, task, cfg, instance_id)
-        return assignments.claim_in(db, ex, instance_id, task_id, start=True, context=context, refuse=True)
+        return assignments.claim_in(db, ex, instance_id, task_id, start=True, context=context, refuse=True,
+                                    unless_busy=unless_busy)
 
 
-def claim(db: Database, instance_id: str, *, context: dict | None = None) -> dict:
+def claim(db: Database, instance_id: str, *, context: dict | None = None, unless_busy: bool = False) -> dict:
     """`agent claim AG`: the next claimable task for an agent that holds none, claimed and
     started in one transaction, under every rule a worker obeys. Refused as
     ``spawn_and_claim`` refuses the next task, and for an agent that holds a task already
-    (report it first: `agent done`) or has ended."""
+    (report it first: `agent done`) or has ended. ``unless_busy``: as for ``spawn_and_claim``."""
     from buildctl import assignments
 
     with db.write():
@@ -111,7 +115,8 @@ def claim(db: Database, instance_id: str, *, context: dict | None = None) -> dic
         if held is not None:
             name = db.scalar("SELECT display_id FROM tasks WHERE id = ?", (held["task_id"],))
             raise Conflict(f"agent {iid} still holds {name}; report it first (`buildctl agent done {iid} --status …`)")
-        return assignments.claim_in(db, agent["execution_id"], iid, start=True, context=context, refuse=True)
+        return assignments.claim_in(db, agent["execution_id"], iid, start=True, context=context, refuse=True,
+                                    unless_busy=unless_busy)
 
 
 def done(db: Database, instance_id: str, status: str, error: str | None = None, *,
@@ -167,7 +172,7 @@ def claim_waiting(db: Database, attempt, *, execution_id: str, wait_s: float, st
     from buildctl.errors import NothingYet
 
     deadline = time.monotonic() + wait_s
-    next_recover = 0.0
+    next_recover = next_beat = 0.0
     while True:
         try:
             return attempt()
@@ -182,16 +187,24 @@ def claim_waiting(db: Database, attempt, *, execution_id: str, wait_s: float, st
             with db.read():
                 if assignments.task_taken_for_good(db, execution_id, task_id):
                     raise
-        if time.monotonic() >= next_recover:
-            if agent_id is not None:
-                heartbeat(db, agent_id)
-            recover(db, stale_after_s, execution_id)
-            next_recover = time.monotonic() + 1.0
-        version, pause = db.data_version(), 0.01
-        until = min(deadline, time.monotonic() + poll_max_s)
-        while time.monotonic() < until and db.data_version() == version:
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.2)
+        while True:
+            if agent_id is not None and time.monotonic() >= next_beat:
+                heartbeat(db, agent_id)  # often enough for the lease, not so often that waiters wake each other
+                next_beat = time.monotonic() + max(1.0, stale_after_s / 4)
+            if time.monotonic() >= next_recover:
+                recover(db, stale_after_s, execution_id)
+                next_recover = time.monotonic() + 1.0
+            version, pause = db.data_version(), 0.01
+            until = min(deadline, time.monotonic() + poll_max_s)
+            while time.monotonic() < until and db.data_version() == version:
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.2)
+            # Waiting for the next task: look (read-only) before claiming again. A claim is a
+            # write transaction, and one that takes nothing still ends a transaction, which
+            # moves every waiter's data_version on PostgreSQL: 64 waiters that each claimed
+            # on every change would keep waking each other.
+            if task_id is not None or time.monotonic() >= deadline or assignments.run_state(db, execution_id) != "wait":
+                break
 
 
 def _check_wave(wave) -> None:

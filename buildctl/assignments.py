@@ -68,16 +68,22 @@ def _assignment_id(value: Any) -> int:
         raise UsageError(f"invalid assignment id {value!r}: expected an integer") from None
 
 
-def lock_run(db: Database, execution_id: str) -> None:
+def lock_run(db: Database, execution_id: str, *, unless_busy: bool = False) -> bool:
     """Inside a write: take the run's row lock, so that the run's state changes happen one
     at a time (a wave settles only when its last task ended, counters add up, the barrier
     and max_parallel_agents hold). SQLite's BEGIN IMMEDIATE does this for the whole
     database already; PostgreSQL's READ COMMITTED needs the row locked. Every write that
     changes a run's assignments takes it first, so the locks are always taken in the same
-    order (the run, then its rows) and never deadlock."""
-    lock = db.sql.lock_rows("task_list_execution_runs")
+    order (the run, then its rows) and never deadlock.
+
+    With ``unless_busy``, a run another transaction holds is not queued for: False, with
+    nothing locked (for claimers that wait for the next change anyway: on PostgreSQL, 64
+    of them queueing behind each other at every change would hold the run for everyone)."""
+    lock = db.sql.lock_rows("task_list_execution_runs", skip_locked=unless_busy)
     if lock:
-        db.execute(f"SELECT 1 FROM task_list_execution_runs WHERE execution_id = ?{lock}", (execution_id,))
+        got = db.scalar(f"SELECT 1 FROM task_list_execution_runs WHERE execution_id = ?{lock}", (execution_id,))
+        return got is not None or not unless_busy
+    return True
 
 
 def _load(db: Database, assignment_id: Any) -> dict:
@@ -256,14 +262,16 @@ class _Outlook:
         self.pick, self.state, self.why = pick, state, why
 
 
-def _outlook(db: Database, execution_id: str, task_id: str | None = None, *, lock: bool = False) -> _Outlook:
+def _outlook(db: Database, execution_id: str, task_id: str | None = None, *, lock: bool = False,
+             unless_busy: bool = False) -> _Outlook:
     """The next pending assignment of the lowest unfinished wave that may be handed out now
     (with ``task_id``, that task's or nothing). Only when the run is pending or running,
     fewer than max_parallel_agents assignments are held, and the assignment's retry
     backoff (``not_before``) has passed. With ``lock`` (inside a write), the run's row is
-    locked first (``lock_run``) and the pick skips rows other transactions hold."""
-    if lock:
-        lock_run(db, execution_id)
+    locked first (``lock_run``; when ``unless_busy`` finds it held: nothing, 'wait') and the
+    pick skips rows other transactions hold."""
+    if lock and not lock_run(db, execution_id, unless_busy=unless_busy):
+        return _Outlook(None, "wait", "another agent is changing the run right now")
     run = db.one(
         "SELECT r.execution_id, r.status, l.max_parallel_agents FROM task_list_execution_runs r "
         "JOIN task_lists_v2 l ON l.id = r.task_list_id WHERE r.execution_id = ?",
@@ -318,14 +326,15 @@ def claim_next(db: Database, execution_id: str, instance_id: str, task_id: str |
 
 
 def claim_in(db: Database, execution_id: str, instance_id: str, task_id: str | None = None, *,
-             start: bool = False, context: dict | None = None, refuse: bool = False) -> dict | None:
+             start: bool = False, context: dict | None = None, refuse: bool = False,
+             unless_busy: bool = False) -> dict | None:
     """``claim_next`` inside the caller's write (`agent spawn --task T` registers the agent
     and claims in one transaction, so a refused claim leaves no agent behind).
 
     A named task (``task_id``) that cannot be taken now is refused (Conflict) with the
     reason. With ``refuse`` (a script asking), nothing to claim is refused too: Conflict
     for a cancelled run, NothingLeft when the run has nothing left, NothingYet when more
-    will come."""
+    will come. ``unless_busy``: see ``lock_run``."""
     agent = db.one("SELECT instance_id, execution_id, status FROM build_agent_instances WHERE instance_id = ?",
                    (instance_id,))
     if agent is None:
@@ -334,7 +343,7 @@ def claim_in(db: Database, execution_id: str, instance_id: str, task_id: str | N
         raise Conflict(f"agent {instance_id} belongs to execution {agent['execution_id']}, not {execution_id}")
     if agent["status"] in AGENT_OUT:
         raise Conflict(f"agent {instance_id} is {agent['status']}; it cannot take new work")
-    outlook = _outlook(db, execution_id, task_id, lock=True)
+    outlook = _outlook(db, execution_id, task_id, lock=True, unless_busy=unless_busy)
     if outlook.pick is None:
         if task_id is not None:
             raise Conflict(_why_not(db, execution_id, task_id, outlook))

@@ -112,9 +112,13 @@ class Postgres:
     # then miss the change.
     data_version = "SELECT CAST(pg_current_snapshot() AS text)"
     size_bytes = "SELECT pg_database_size(current_database())"
-    # Timestamps are timestamptz; the connection turns them back into UTC text.
-    now = "now()"
-    now_iso = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+    # Timestamps are timestamptz; the connection turns them back into UTC text. The time
+    # the statement arrived, as SQLite's 'now' is the statement's: now() is the start of
+    # the transaction, which may precede a commit this transaction waited for (a claim
+    # queued behind the completion that ended its wave's barrier) and would stamp the
+    # log out of causal order. Stable within a statement, so an index can still use it.
+    now = "statement_timestamp()"
+    now_iso = "to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
     @staticmethod
     def lock_rows(alias: str, skip_locked: bool = False) -> str:
         """READ COMMITTED needs the rows a transaction reads-then-writes locked; with
@@ -123,7 +127,7 @@ class Postgres:
 
     @staticmethod
     def ago(offset_param: str) -> str:
-        return f"(now() + CAST({offset_param} AS interval))"
+        return f"(statement_timestamp() + CAST({offset_param} AS interval))"
 
     @staticmethod
     def utc(param: str) -> str:
@@ -132,7 +136,7 @@ class Postgres:
 
     @staticmethod
     def age_s(expr: str) -> str:
-        return f"EXTRACT(EPOCH FROM (now() - {expr}))"
+        return f"EXTRACT(EPOCH FROM (statement_timestamp() - {expr}))"
 
     @staticmethod
     def json_field(column: str, key: str) -> str:

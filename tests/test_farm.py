@@ -45,8 +45,10 @@ def buildctl(location: str, *args, check: bool = True, timeout: float = 120, **p
 
 
 def counted(marks: Path, name: str, command: str = "true") -> str:
-    """``command`` between two side effects: a line in started/NAME before, finished/NAME after."""
-    return f"echo x >> {marks}/started/{name}; {command}; echo x >> {marks}/finished/{name}"
+    """``command`` between two side effects: a line in started/NAME before, finished/NAME
+    after, each naming the host (BUILDCTL_HOST) and its clock (seconds since the epoch)."""
+    stamp = '"${BUILDCTL_HOST:-?} $(date +%s)"'
+    return f"echo {stamp} >> {marks}/started/{name}; {command}; echo {stamp} >> {marks}/finished/{name}"
 
 
 def lines(path: Path) -> int:
@@ -248,3 +250,258 @@ def test_a_checkpoint_of_another_host_is_restored_only_from_a_commit_present_her
     write(clones["host-a"], "a.txt", "later\n")
     on("host-a", "checkpoint", "restore", cp, "--repo", clones["host-a"])
     assert (clones["host-a"] / "a.txt").read_text() == "changed on host-a\n"
+
+
+# --------------------------------------------------------------------------- acceptance: two hosts, one run
+
+#: libfaketime 0.9.10 (Debian 12) returns EINVAL from Python 3.11's time.sleep when the
+#: monotonic clock is not faked (wolfcw/libfaketime#426), and hangs threads' timed waits when
+#: it is (#390). A host whose wall clock is wrong still has a true monotonic clock, so the
+#: faked host's Python processes keep it and sleep with select() instead (same semantics).
+SLEEP_SHIM = "import select, time\ntime.sleep = lambda seconds: select.select([], [], [], seconds)\n"
+
+
+def faked_host(tmp_path: Path, ahead: str) -> tuple[list[str], dict]:
+    """The command prefix and environment of a host whose clock is ``ahead`` (faketime's
+    -f offset) in Tokyo's time zone; skips when Debian's faketime is not installed."""
+    if shutil.which("faketime") is None:
+        pytest.skip("Debian's faketime is not installed (apt-get install faketime): it simulates a host whose clock is off")
+    shim = tmp_path / "faketime-shim"
+    shim.mkdir(exist_ok=True)
+    (shim / "sitecustomize.py").write_text(SLEEP_SHIM)
+    return ["faketime", "-f", ahead], {"TZ": "Asia/Tokyo", "FAKETIME_DONT_FAKE_MONOTONIC": "1", "PYTHONPATH": str(shim)}
+
+
+def two_hundred_tasks(marks: Path) -> list[dict]:
+    """200 tasks: chains 40 apart, a file every 17th task updates and files CREATEd by every
+    9th (conflicts that push tasks into later waves): 12 waves of 37 tasks down to 1."""
+    names = [f"T-{i:03d}" for i in range(1, 201)]
+    tasks = []
+    for i, n in enumerate(names):
+        files = []
+        if i % 17 == 0:
+            files.append({"path": "shared/registry.txt", "op": "UPDATE", "confidence": 0.9})
+        if i % 9 == 0:
+            files.append({"path": f"src/mod{i % 4}.py", "op": "CREATE", "confidence": 0.8})
+        tasks.append(task(n, deps=[names[i - 40]] if i >= 40 else [], files=files, command=counted(marks, n)))
+    return tasks
+
+
+def utc_epoch(stamp: str) -> float:
+    from datetime import datetime, timezone
+
+    return datetime.fromisoformat(stamp).replace(tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_two_hosts_one_200_task_run_one_clock_five_minutes_ahead_in_tokyo(pg_location, tmp_path):
+    """Two hosts (two clones of one repository, two `run exec --jobs 4`), host-b's clock five
+    minutes ahead in Asia/Tokyo: every command runs once, the barrier holds by the log's
+    server timestamps, nobody is judged stale, the run completes."""
+    from checkpoint_helpers import git, git_env, init_repo
+
+    prefix, skewed = faked_host(tmp_path, "+5m")
+    genv = git_env(tmp_path / "home")
+    origin = init_repo(tmp_path / "origin", genv, files={"README": "farm\n"})
+    marks = make_marks(tmp_path)
+    tasks = two_hundred_tasks(marks)
+    ex = buildctl(pg_location, "run", "start", write_list(tmp_path / "list.json", tasks, max_parallel_agents=8)).stdout.strip()
+    assert seed.scalar(pg_location, "SELECT COUNT(*) FROM parallel_execution_waves WHERE execution_id = ?", (ex,)) == 12
+    hosts = {}
+    for host, (wrap, extra) in {"host-a": ([], {}), "host-b": (prefix, skewed)}.items():
+        clone = tmp_path / host
+        git(tmp_path, "clone", "-q", str(origin), str(clone), env=genv)
+        hosts[host] = wrap + buildctl_executable() + ["run", "exec", ex, "--jobs", "4", "--repo", str(clone),
+                                                       "--config", json.dumps(FAST)], _env(pg_location, BUILDCTL_HOST=host, **extra)
+    started_at = time.time()
+    procs = {h: subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for h, (argv, env) in hosts.items()}
+    results = {h: p.communicate(timeout=240) for h, p in procs.items()}
+    ended_at = time.time()
+    for h, p in procs.items():
+        assert p.returncode == 0, (h, results[h][1])
+
+    names = [t["id"] for t in tasks]
+    assert_each_ran_once(marks, names)
+    clocks = {}
+    for n in names:
+        host, clock = (marks / "started" / n).read_text().split()
+        clocks.setdefault(host, []).append(int(clock))
+    assert set(clocks) == {"host-a", "host-b"}, "both hosts ran tasks"
+    assert max(clocks["host-a"]) < ended_at + 60 and min(clocks["host-b"]) > started_at + 240  # host-b's clock was ahead
+
+    events = seed.rows(pg_location, "SELECT event_type, timestamp, context FROM task_execution_log "
+                                    "WHERE execution_id = ? AND event_type IN ('task_started', 'task_completed')", (ex,))
+    stamps = [utc_epoch(e["timestamp"]) for e in events]
+    assert started_at - 5 < min(stamps) and max(stamps) < ended_at + 5  # the server's clock, not host-b's
+    ends, starts = {}, {}
+    for e in events:
+        wave = json.loads(e["context"])["wave"]
+        if e["event_type"] == "task_completed":
+            ends[wave] = max(ends.get(wave, ""), e["timestamp"])
+        else:
+            starts[wave] = min(starts.get(wave, "9999"), e["timestamp"])
+    assert sorted(starts) == list(range(1, 13))
+    for wave in range(1, 12):
+        assert ends[wave] <= starts[wave + 1], f"wave {wave + 1} started at {starts[wave + 1]}, before wave {wave} ended at {ends[wave]}"
+    assert _started_per_task(pg_location, ex) == {n: 1 for n in names}
+
+    assert seed.query(pg_location, "SELECT status, COUNT(*) FROM build_agent_instances GROUP BY status") == [("completed", 8)]
+    assert seed.scalar(pg_location, "SELECT COUNT(*) FROM task_execution_log WHERE message LIKE '%marked stuck%'") == 0
+    assert seed.scalar(pg_location, "SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (ex,)) == "completed"
+    assert _recount_ok(pg_location, ex)["completed_tasks"] == 200
+    assert_invariants(pg_location)
+
+
+# --------------------------------------------------------------------------- acceptance: 64 claimers
+
+def max_running(location: str, execution_id: str) -> int:
+    """The most tasks held at once, from the database's own record of when each assignment
+    was claimed and when it ended (a sweep over those instants; an end before a start at
+    the same instant)."""
+    rows = seed.query(location, "SELECT a.assigned_at, a.completed_at FROM wave_task_assignments a "
+                                "JOIN parallel_execution_waves w ON w.wave_id = a.wave_id WHERE w.execution_id = ?",
+                      (execution_id,))
+    assert all(start and end for start, end in rows), rows
+    instants = sorted([(start, 1) for start, _ in rows] + [(end, -1) for _, end in rows], key=lambda x: (x[0], x[1]))
+    held = most = 0
+    for _, step in instants:
+        held += step
+        most = max(most, held)
+    return most
+
+
+#: One claimer process: what `agent spawn`, then `agent claim --wait` / run the command /
+#: `agent done` in a loop, then `agent finish` do, in one process (a process start per call
+#: would cost 64 claimers ~300 interpreter starts on this 2-core machine).
+CLAIMER = r"""
+import math, subprocess, sys
+from buildctl import agents, storage
+from buildctl.errors import NothingLeft
+location, execution_id = sys.argv[1], sys.argv[2]
+db = storage.connect(location)
+agent = agents.spawn(db, execution_id)
+sys.stdin.read()  # every claimer registered: start together
+while True:
+    try:
+        claim = agents.claim_waiting(db, lambda: agents.claim(db, agent, unless_busy=True), execution_id=execution_id,
+                                     wait_s=math.inf, stale_after_s=60, agent_id=agent)
+    except NothingLeft:
+        break
+    code = subprocess.run(["sh", "-c", claim["command"]]).returncode
+    agents.done(db, agent, "completed" if code == 0 else "failed", error=f"exit code {code}")
+agents.finish(db, agent, "completed")
+"""
+
+
+@pytest.mark.slow
+def test_64_claimers_never_exceed_max_parallel_agents_nor_take_a_task_twice(pg_location, tmp_path):
+    """64 processes claiming from one run of 48 tasks with max_parallel_agents = 3."""
+    marks = make_marks(tmp_path)
+    names = [f"T-{i:03d}" for i in range(1, 49)]
+    tasks = [task(n, command=counted(marks, n, "sleep 0.2")) for n in names]
+    ex = buildctl(pg_location, "run", "start", write_list(tmp_path / "list.json", tasks, max_parallel_agents=3)).stdout.strip()
+    claimers = [subprocess.Popen([sys.executable, "-c", CLAIMER, pg_location, ex], env=_env(pg_location),
+                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                for _ in range(64)]
+    try:
+        wait_for(lambda: seed.scalar(pg_location, "SELECT COUNT(*) FROM build_agent_instances") == 64,
+                 "64 registered claimers", timeout=120)
+        for p in claimers:
+            p.stdin.close()
+        for p in claimers:
+            p.wait(timeout=240)
+        errors = [p.stderr.read() for p in claimers]
+    finally:
+        for p in claimers:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in claimers] == [0] * 64, [e for e in errors if e][:3]
+    assert_each_ran_once(marks, names)
+    assert _started_per_task(pg_location, ex) == {n: 1 for n in names}
+    assert max_running(pg_location, ex) == 3  # the limit, reached and never passed
+    assert seed.scalar(pg_location, "SELECT COUNT(DISTINCT instance_id) FROM wave_task_assignments") > 3  # shared out
+    assert seed.scalar(pg_location, "SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (ex,)) == "completed"
+    assert_invariants(pg_location)
+
+
+def test_a_claimer_that_waits_anyway_does_not_queue_behind_a_busy_run(pg_location, tmp_path):
+    """`agent claim --wait` (unless_busy): while another transaction holds the run, the claim
+    comes back at once with nothing written; without it, the claim queues for the run."""
+    import psycopg
+
+    from buildctl import agents, storage
+    from buildctl.errors import NothingYet
+    from conftest import snapshot
+
+    ex = buildctl(pg_location, "run", "start", write_list(tmp_path / "list.json", [task("T-001")])).stdout.strip()
+    with storage.connect(pg_location) as db:
+        agent = agents.spawn(db, ex)
+        holder = psycopg.connect(pg_location)
+        holder.execute("SELECT 1 FROM task_list_execution_runs WHERE execution_id = %s FOR UPDATE", (ex,))
+        before = snapshot(pg_location)
+        with pytest.raises(NothingYet, match="another agent is changing the run"):
+            agents.claim(db, agent, unless_busy=True)
+        assert snapshot(pg_location) == before
+        holder.rollback()
+        holder.close()
+        assert agents.claim(db, agent, unless_busy=True)["display_id"] == "T-001"
+
+
+# --------------------------------------------------------------------------- acceptance: the lease across hosts
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_sigkilled_workers_task_is_taken_back_by_a_worker_on_the_other_host(pg_location, tmp_path):
+    """`agent work` on two hosts; host-a's worker is SIGKILLed mid-task with no parent to
+    notice: once its lease (staleAfterMs) runs out, host-b's worker marks it stuck and runs
+    its task, with no command typed; every other task runs once, the killed one's attempt
+    never finishes and its retry does, once."""
+    from checkpoint_helpers import git, git_env, init_repo
+
+    genv = git_env(tmp_path / "home")
+    origin = init_repo(tmp_path / "origin", genv, files={"README": "farm\n"})
+    marks = make_marks(tmp_path)
+    names = [f"T-{i:03d}" for i in range(1, 7)]
+    tasks = [task(n, command=counted(marks, n, "sleep 1.5")) for n in names]
+    ex = buildctl(pg_location, "run", "start", write_list(tmp_path / "list.json", tasks, max_parallel_agents=2)).stdout.strip()
+    cfg = json.dumps({**FAST, "staleAfterMs": 3000})
+    workers, agent_of = {}, {}
+    for host in ("host-a", "host-b"):
+        clone = tmp_path / host
+        git(tmp_path, "clone", "-q", str(origin), str(clone), env=genv)
+        env = _env(pg_location, BUILDCTL_HOST=host)
+        agent_of[host] = buildctl(pg_location, "agent", "spawn", ex, "--config", cfg, env=env).stdout.strip()
+        workers[host] = subprocess.Popen(buildctl_executable() + ["agent", "work", ex, "--agent", agent_of[host],
+                                                                  "--repo", str(clone)],
+                                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        held = wait_for(lambda: seed.query(pg_location, "SELECT t.display_id FROM wave_task_assignments a "
+                                                        "JOIN tasks t ON t.id = a.task_id WHERE a.instance_id = ? "
+                                                        "AND a.status = 'running'", (agent_of["host-a"],)),
+                        "host-a running a task")
+        victim = held[0][0]
+        wait_for(lambda: (marks / "started" / victim).exists(), f"{victim}'s command to start on host-a")
+        workers["host-a"].send_signal(signal.SIGKILL)
+        workers["host-a"].wait(timeout=30)
+        workers["host-b"].wait(timeout=120)
+        assert workers["host-b"].returncode == 0, workers["host-b"].stderr.read()
+    finally:
+        for p in workers.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    others = [n for n in names if n != victim]
+    assert_each_ran_once(marks, others)
+    started = [line.split()[0] for line in (marks / "started" / victim).read_text().splitlines()]
+    finished = [line.split()[0] for line in (marks / "finished" / victim).read_text().splitlines()]
+    assert (started, finished) == (["host-a", "host-b"], ["host-b"])  # the killed attempt never finished
+    agent_a = seed.rows(pg_location, "SELECT status, error_context FROM build_agent_instances WHERE instance_id = ?",
+                        (agent_of["host-a"],))[0]
+    assert agent_a["status"] == "stuck" and json.loads(agent_a["error_context"])["code"] == "stale_heartbeat"
+    assert seed.scalar(pg_location, "SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (ex,)) == "completed"
+    assert _recount_ok(pg_location, ex)["completed_tasks"] == 6
+    assert_invariants(pg_location)

@@ -146,7 +146,7 @@ def _norm(expr: str | None) -> str | None:
     e = re.sub(r"::(text|bigint|integer|double precision|numeric|timestamp with time zone)", "", e)
     e = re.sub(r"=\s*any\s*\(\s*array\[(.*?)\]\s*\)", r" in (\1)", e)
     e = re.sub(r"\b(\w+)\s+in\s*\(\s*('[^']*'|-?[\d.]+|\(-?[\d.]+\))\s*\)", r"\1 = \2", e)
-    e = re.sub(r"datetime\('now'\)|strftime\([^)]*'now'\)", "now()", e)
+    e = re.sub(r"datetime\('now'\)|strftime\([^)]*'now'\)|statement_timestamp\(\)", "now()", e)
     return re.sub(r"[\s()\"]", "", e)
 
 
@@ -389,8 +389,9 @@ def test_timestamps_come_back_as_utc_text_whatever_the_session_time_zone(pg_loca
         "db = storage.connect(sys.argv[1])\n"
         "db.execute(\"INSERT INTO task_lists_v2 (id, name, created_at) VALUES ('tl_t', 't', '2024-05-06 07:08:09.123456+00')\")\n"
         "with db.read():\n"
-        "    out = {'zone': db.scalar('SHOW TimeZone'), 'style': db.scalar('SHOW DateStyle'), 'now': db.now(),\n"
-        "           'utc': db.scalar(\"SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')\"),\n"
+        "    now, utc = db.execute(f\"SELECT {db.sql.now}, to_char({db.sql.now} AT TIME ZONE 'UTC', \"\n"
+        "                          \"'YYYY-MM-DD HH24:MI:SS.MS')\").fetchone()\n"
+        "    out = {'zone': db.scalar('SHOW TimeZone'), 'style': db.scalar('SHOW DateStyle'), 'now': now, 'utc': utc,\n"
         "           'stored': db.scalar(\"SELECT created_at FROM task_lists_v2 WHERE id = 'tl_t'\"),\n"
         "           'default': db.scalar(\"SELECT updated_at FROM task_lists_v2 WHERE id = 'tl_t'\"),\n"
         "           'cutoff': db.scalar('SELECT ' + db.sql.utc('?'), ('2024-05-06 07:08:09.500',))}\n"

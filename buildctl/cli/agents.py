@@ -61,7 +61,9 @@ def _run_agent_spawn(db, v: dict) -> str | int | None:
     task_id = _task_id(db, run, v["task"])
 
     def attempt() -> dict:
-        return agents.spawn_and_claim(db, run["execution_id"], task=v["task"], wave=v["wave"], config=v["config"])
+        # While waiting, a busy run is not queued for: the next change wakes the wait anyway.
+        return agents.spawn_and_claim(db, run["execution_id"], task=v["task"], wave=v["wave"], config=v["config"],
+                                      unless_busy=v["wait"] is not None)
 
     claim = attempt() if v["wait"] is None else agents.claim_waiting(
         db, attempt, execution_id=run["execution_id"], wait_s=math.inf if v["wait"] is _FOREVER else v["wait"],
@@ -104,7 +106,7 @@ def _run_agent_claim(db, v: dict) -> str | None:
     if v["wait"] is None:
         return _claimed(agents.claim(db, agent["instance_id"]), v["as_json"])
     claim = agents.claim_waiting(
-        db, lambda: agents.claim(db, agent["instance_id"]), execution_id=agent["execution_id"],
+        db, lambda: agents.claim(db, agent["instance_id"], unless_busy=True), execution_id=agent["execution_id"],
         wait_s=math.inf if v["wait"] is _FOREVER else v["wait"],
         stale_after_s=agentstate.stale_after_s(agentstate.config_from(agent)), agent_id=agent["instance_id"])
     return _claimed(claim, v["as_json"])
