@@ -48,7 +48,10 @@ def _makefile(path: Path, tasks: int) -> None:
 
 
 class Case:
-    def __init__(self, work: Path, db: Path, label: str, tasks: int, waves: int, jobs: int):
+    """One task-list shape, run by buildctl (on the database at ``db``: a file or a URL) and by
+    the tools that record nothing."""
+
+    def __init__(self, work: Path, db: Path | str, label: str, tasks: int, waves: int, jobs: int):
         self.work, self.db, self.label, self.tasks, self.waves, self.jobs = work, db, label, tasks, waves, jobs
         self.env = common.env(db)
         self.n = 0
@@ -74,10 +77,11 @@ class Case:
         ex = p.stdout.strip()
         ms = common.run_timed(common.buildctl() + ["run", "exec", ex, "--jobs", str(self.jobs)], self.env,
                               cwd=self.work, timeout=600)
-        conn = common.connect(self.db)
-        status, done = conn.execute("SELECT status, completed_tasks FROM task_list_execution_runs WHERE execution_id = ?",
-                                    (ex,)).fetchone()
-        conn.close()
+        from buildctl import storage
+
+        with storage.connect(str(self.db)) as conn:  # a SQLite file or a PostgreSQL URL
+            status, done = conn.execute("SELECT status, completed_tasks FROM task_list_execution_runs "
+                                        "WHERE execution_id = ?", (ex,)).fetchone()
         if status != "completed" or done != self.tasks:
             raise RuntimeError(f"run {ex} ended {status} with {done}/{self.tasks} tasks completed")
         return ms

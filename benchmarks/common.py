@@ -54,7 +54,7 @@ def env(db: Path | str | None = None, **extra: str) -> dict:
     return out
 
 
-def migrate(db: Path) -> None:
+def migrate(db: Path | str) -> None:
     p = subprocess.run(buildctl() + ["migrate"], env=env(db), capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"buildctl migrate failed: {p.stderr.strip()}")
@@ -174,6 +174,7 @@ class Workspace:
         self._tmp = tempfile.TemporaryDirectory(prefix="buildctl-bench-")
         self.path = Path(self._tmp.name)
         self.cache: dict = {}
+        self.pg_databases: list[str] = []  # made on the PostgreSQL server, dropped by close()
 
     @classmethod
     def get(cls) -> "Workspace":
@@ -184,13 +185,61 @@ class Workspace:
     @classmethod
     def close(cls) -> None:
         if cls._current is not None:
-            cls._current._tmp.cleanup()
-            cls._current = None
+            try:
+                _drop_pg_databases(cls._current.pg_databases)
+            finally:
+                cls._current._tmp.cleanup()
+                cls._current = None
 
     def dir(self, name: str) -> Path:
         d = self.path / name
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+
+# --------------------------------------------------------------------------- PostgreSQL (SPEC §9)
+
+#: Where the PostgreSQL rows run: a role that may CREATE DATABASE (each benchmark makes its
+#: own databases on that server and drops them at the end).
+PG_DSN_VARIABLES = ("BUILDCTL_BENCH_PG_DSN", "BUILDCTL_TEST_PG_DSN")
+PG_SKIP_REASON = ("skipped: no PostgreSQL server configured; set BUILDCTL_BENCH_PG_DSN (or BUILDCTL_TEST_PG_DSN), "
+                  "e.g. postgresql://postgres@127.0.0.1:5432/postgres, a role that may CREATE DATABASE")
+
+
+def pg_dsn() -> str | None:
+    return next((os.environ[v] for v in PG_DSN_VARIABLES if os.environ.get(v)), None)
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def pg_database(ws: "Workspace", label: str) -> str:
+    """A new database on the configured server, migrated by the real `buildctl migrate`, as
+    a postgresql:// location; dropped when the workspace closes."""
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    name = f"buildctl_bench_{os.getpid()}_{secrets.token_hex(3)}_{label}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    ws.pg_databases.append(name)
+    location = urlunsplit(urlsplit(pg_dsn())._replace(path="/" + name))
+    migrate(location)
+    return location
+
+
+def _drop_pg_databases(names: list[str]) -> None:
+    for name in names:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    names.clear()
+
+
+def skipped(name: str, figure: str, reason: str = PG_SKIP_REASON) -> dict:
+    """A row for a measurement that could not run here, saying why."""
+    return result(name, None, "", baseline="-", figure=figure, notes=reason)
 
 
 def log(msg: str) -> None:

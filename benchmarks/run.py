@@ -17,6 +17,9 @@ Benchmarks, in order (``--only`` takes their names):
   writers   5. 32 concurrent writer processes: rows/s, errors, lost rows
   executor  6. run exec on 500 no-op tasks vs xargs / make / GNU parallel; 200 tasks in 10 waves
   memory    7. peak RSS of agent work, gc on the large database, log tail --follow
+  postgres  8. the PostgreSQL figures (SPEC §9): hot path vs a bare psycopg insert, 32 writers,
+               64 claimers under max_parallel_agents, run exec overhead vs SQLite's; skipped
+               (each row says why) without BUILDCTL_BENCH_PG_DSN or BUILDCTL_TEST_PG_DSN
 
 ``--quick`` scales the data down by 10 (100 k log rows, 500 k heartbeats), shortens the
 timed windows and repeats less, to finish in under 2 minutes on 2 cores; the full run takes
@@ -53,6 +56,7 @@ BENCHMARKS = {
     "writers": ("bench_writers", "5. 32 concurrent writers"),
     "executor": ("bench_executor", "6. executor overhead"),
     "memory": ("bench_memory", "7. peak memory"),
+    "postgres": ("bench_postgres", "8. PostgreSQL (SPEC §9)"),
 }
 DEFAULT_JSON = HERE / "results" / "latest.json"
 
