@@ -17,12 +17,14 @@ says it was skipped and why.
    and tasks started more than once (budget 0); wall time against 3 claimers.
 4. `run exec --jobs 8` on 500 no-op tasks in one wave: overhead per task over ``xargs -P 8``
    on PostgreSQL against the same on SQLite, in the same run (budget ≤ 2×).
-5. For docs/SCALING.md: the bytes of a heartbeat row and of a log row (table and indexes),
-   and expired heartbeats `buildctl gc` deletes per second.
+5. For docs/SCALING.md: the server's CPU time and WAL bytes per heartbeat, log event and task
+   (when the server runs on this machine), the bytes of a heartbeat row and of a log row
+   (table and indexes), and expired heartbeats `buildctl gc` deletes per second.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -212,7 +214,63 @@ def executor(ws: common.Workspace, quick: bool) -> list[dict]:
     ]
 
 
-# --------------------------------------------------------------------------- 5. gc and row sizes (docs/SCALING.md)
+# --------------------------------------------------------------------------- 5. server cost per operation (docs/SCALING.md)
+
+def _backend_cpu_ms(pid: int) -> float:
+    """CPU time (user + system) of one server backend, from /proc (the server runs here)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def server_costs(ws: common.Workspace, quick: bool) -> list[dict]:
+    """The server's CPU time and WAL bytes per heartbeat, per log event and per task
+    (claim and start, then complete), each made by buildctl's domain calls on one open
+    connection, as a long-running worker makes them. Needs the server on this machine
+    (its backend's /proc entry); skipped otherwise."""
+    import json
+
+    from buildctl import agents, assignments, execlog, storage
+
+    n, tasks = (500, 100) if quick else (3000, 500)
+    location = common.pg_database(ws, "costs")
+    with storage.connect(location) as db:
+        pid = db.scalar("SELECT pg_backend_pid()")
+        if not os.path.exists(f"/proc/{pid}/stat"):
+            return [common.skipped("server CPU per operation", FIGURE, "skipped: the server does not run on this machine")]
+        listing = ws.dir("postgres") / "costs.json"
+        listing.write_text(json.dumps({"name": "costs", "max_parallel_agents": 8, "tasks": [
+            {"id": f"T-{i:04d}", "title": "t", "command": "true"} for i in range(1, tasks + 1)]}))
+        ex = subprocess.run(common.buildctl() + ["run", "start", str(listing)], env=common.env(location),
+                            capture_output=True, text=True, check=True).stdout.strip()
+        agent = agents.spawn(db, ex)
+
+        def task_cycle(_i: int) -> None:
+            claim = assignments.claim_next(db, ex, agent, start=True)
+            assignments.complete(db, claim["assignment_id"], instance_id=agent, context={"exit_code": 0})
+
+        ops = {"heartbeat": (n, lambda i: agents.heartbeat(db, agent, status="running", progress=i % 100)),
+               "log event": (n, lambda i: execlog.add(db, ex, "info", f"event {i}", agent=agent)),
+               "task (claim + start, complete)": (tasks, task_cycle),
+               # What an idle worker does about 10 times a second, and once whenever anything committed.
+               "idle look (data_version)": (n, lambda i: db.data_version()),
+               "idle look (run_state)": (n, lambda i: assignments.run_state(db, ex))}
+        rows = []
+        for name, (count, op) in ops.items():
+            common.log(f"postgres: server cost of {count:,} x {name}")
+            lsn = db.scalar("SELECT CAST(pg_current_wal_lsn() AS text)")
+            cpu, started = _backend_cpu_ms(pid), time.perf_counter()
+            for i in range(count):
+                op(i)
+            wall = (time.perf_counter() - started) * 1000 / count
+            cpu = (_backend_cpu_ms(pid) - cpu) / count
+            wal = db.scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), CAST(? AS pg_lsn))", (lsn,)) / count
+            rows.append(common.result(f"server CPU per {name}", cpu, "ms", baseline="-", figure=FIGURE, digits=3,
+                                      notes=f"{wal:,.0f} WAL bytes each; {wall:.2f} ms wall from a client on one "
+                                            f"open connection; {count:,} in a row"))
+    return rows
+
+
+# --------------------------------------------------------------------------- 6. gc and row sizes (docs/SCALING.md)
 
 def gc_and_sizes(ws: common.Workspace, quick: bool) -> list[dict]:
     """What docs/SCALING.md needs beyond the SPEC's figures: the bytes a heartbeat and a log
@@ -278,6 +336,7 @@ def run(quick: bool = False) -> list[dict]:
                                   None, FIGURE, prefix="PostgreSQL: ")
     rows += claimers(ws, quick)
     rows += executor(ws, quick)
+    rows += server_costs(ws, quick)
     rows += gc_and_sizes(ws, quick)
     return rows
 
