@@ -253,7 +253,14 @@ def server_costs(ws: common.Workspace, quick: bool) -> list[dict]:
                "task (claim + start, complete)": (tasks, task_cycle),
                # What an idle worker does about 10 times a second, and once whenever anything committed.
                "idle look (data_version)": (n, lambda i: db.data_version()),
-               "idle look (run_state)": (n, lambda i: assignments.run_state(db, ex))}
+               "idle look (run_state)": (n, lambda i: assignments.run_state(db, ex)),
+               # Every worker's heartbeat thread, 4 times a second (Worker._check): the run's status,
+               # and the held assignment's while a task runs.
+               "fencing check": (n, lambda i: (
+                   db.scalar("SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (ex,)),
+                   db.one("SELECT status, instance_id FROM wave_task_assignments WHERE id = ?", (1,)))),
+               # An idle worker's lease look, at most once a second (agents.recover, nothing stale).
+               "lease look (nothing stale)": (n // 5, lambda i: agents.recover(db, 600, ex))}
         rows = []
         for name, (count, op) in ops.items():
             common.log(f"postgres: server cost of {count:,} x {name}")
@@ -303,6 +310,7 @@ def gc_and_sizes(ws: common.Workspace, quick: bool) -> list[dict]:
         db.execute("VACUUM ANALYZE task_execution_log")
         size = {t: db.scalar("SELECT pg_total_relation_size(?)", (t,)) / rows_n
                 for t in ("agent_heartbeats", "task_execution_log")}
+        lsn = db.scalar("SELECT CAST(pg_current_wal_lsn() AS text)")
     started = time.perf_counter()
     p = subprocess.run(common.buildctl() + ["gc", "--json", "--stale-after", "365d"], env=common.env(location),
                        capture_output=True, text=True, timeout=1800)
@@ -310,6 +318,8 @@ def gc_and_sizes(ws: common.Workspace, quick: bool) -> list[dict]:
     if p.returncode != 0:
         raise RuntimeError(f"gc failed: {p.stderr.strip()}")
     deleted = {s["step"]: s["count"] for s in json.loads(p.stdout)["steps"]}["heartbeats"]
+    with storage.connect(location) as db:
+        wal = db.scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), CAST(? AS pg_lsn))", (lsn,)) / max(1, deleted)
     return [
         common.result("heartbeat row, table + indexes", size["agent_heartbeats"], "bytes", baseline="-",
                       figure=FIGURE, digits=0, notes=f"pg_total_relation_size / {rows_n:,} rows, after VACUUM"),
@@ -318,7 +328,7 @@ def gc_and_sizes(ws: common.Workspace, quick: bool) -> list[dict]:
         common.result("gc: expired heartbeats deleted per second", deleted / wall, "rows/s", baseline="-",
                       figure=FIGURE, digits=0,
                       notes=f"`buildctl gc` deleted {deleted:,} rows in {wall:.1f} s (batches of 10,000, each "
-                            "under the advisory lock), then ANALYZE"),
+                            f"under the advisory lock), then ANALYZE; {wal:,.0f} WAL bytes per row deleted"),
     ]
 
 
