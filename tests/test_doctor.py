@@ -47,11 +47,11 @@ def test_hand_corrupted_counter_and_orphan_assignment_are_reported(cli, migrated
     assert table.returncode == 1 and "counters" in table.stdout
 
 
-def test_pending_migration_is_reported(cli, db_path):
-    from buildctl import migrations, storage
+def test_pending_migration_is_reported(cli, db_path, migrate_upto):
+    from buildctl import storage
 
     db = storage.connect(str(db_path), create=True, check_schema=False)
-    migrations.apply(db, upto="074_build_agent_instances.sql")
+    migrate_upto(db, "074_build_agent_instances.sql")
     db.close()
     r = cli("doctor", "--json")
     assert r.returncode == 1
