@@ -516,14 +516,15 @@ def recover(db: Database, stale_after_s: float = DEFAULT_STALE_S, execution_id: 
     for cand in candidates:
         iid = cand["instance_id"]
         with db.write():
-            row = db.one(
-                "SELECT instance_id, execution_id, current_task_id, config, "
-                f"  CAST({db.sql.age_s('COALESCE(last_heartbeat, spawned_at)')} AS INTEGER) AS silent_s "
-                f"FROM build_agent_instances WHERE instance_id = ? AND status IN {states.sql_list(states.AGENT_LIVE)} "
-                f"  AND COALESCE(last_heartbeat, spawned_at) < {db.sql.ago('?')}", (iid, cutoff))
+            assignments.lock_run(db, cand["execution_id"])
+            # Still stale inside the transaction (one that heartbeated meanwhile is left
+            # alone): the same named query, the one stale rule.
+            row = next((r for r in db.named("stale_agents", {"threshold": cutoff,
+                                                             "execution_id": cand["execution_id"]})
+                        if r["instance_id"] == iid), None)
             if row is None:
                 continue
-            message = f"no heartbeat for {row['silent_s']} s (threshold {stale_after_s:g} s)"
+            message = f"no heartbeat for {row['seconds_since_heartbeat']} s (threshold {stale_after_s:g} s)"
             task_id = row["current_task_id"] or db.scalar(
                 "SELECT task_id FROM wave_task_assignments WHERE instance_id = ? "
                 f"AND status IN {states.sql_list(states.ASSIGNMENT_HELD)} ORDER BY id LIMIT 1", (iid,))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
     from buildctl.storage import Database
 
 DEFAULT_CONFIG = {"maxRetries": 3, "heartbeatIntervalMs": 30000, "taskTimeoutMs": 300000, "validationTimeoutMs": 120000}
-#: Worker settings beyond SPEC §4's four: the backoff before each retry (1 s, 5 s, 15 s),
+#: Worker settings beyond the four every agent has: the backoff before each retry (1 s, 5 s, 15 s),
 #: how long a stopped child gets between SIGTERM and SIGKILL, and how long a worker
 #: that cannot write heartbeats keeps its child (the stale threshold).
 WORKER_CONFIG = {"retryBackoffMs": [1000, 5000, 15000], "killGraceMs": 5000, "staleAfterMs": 60000}
@@ -70,7 +70,7 @@ def _check_config_value(key: str, v: Any) -> None:
 
 
 def parse_config(value: str | dict | None) -> dict:
-    """SPEC §4 defaults merged with ``--config``: a strict JSON object of known keys, each
+    """The defaults merged with ``--config``: a strict JSON object of known keys, each
     an integer in its range (``CONFIG_RANGES``)."""
     from buildctl import jsonstrict
 
@@ -100,7 +100,7 @@ def stale_after_s(config: dict) -> float:
 
 
 def config_of(db: Database, instance_id: str) -> dict:
-    """The agent's config: SPEC §4 defaults merged with what it was spawned with."""
+    """The agent's config: the defaults merged with what it was spawned with."""
     return config_from(db.one("SELECT config FROM build_agent_instances WHERE instance_id = ?", (instance_id,)) or {})
 
 

@@ -458,20 +458,6 @@ def run_state(db: Database, execution_id: str) -> str:
 
 # --------------------------------------------------------------------------- transitions
 
-def start(db: Database, assignment_id: Any, instance_id: str, *, context: dict | None = None) -> dict:
-    """assigned -> running, by the agent that holds it. Writes the ``task_started`` event
-    (callers must not log it again) and marks the task in_progress."""
-    with db.write():
-        row = _load(db, assignment_id)
-        if row["status"] != "assigned":
-            raise Conflict(f"cannot start assignment {row['assignment_id']} ({row['display_id']}): it is {row['status']}, not assigned")
-        if row["instance_id"] != instance_id:
-            raise Conflict(f"cannot start assignment {row['assignment_id']} ({row['display_id']}): it is held by agent "
-                           f"{row['instance_id']}, not {instance_id}")
-        attempt = _start(db, row, instance_id, context)
-    return {"assignment_id": row["assignment_id"], "status": "running", "attempt": attempt}
-
-
 def _start(db: Database, row: dict, instance_id: str, context: dict | None) -> int:
     """assigned -> running inside the caller's write: task in_progress, the task_started event."""
     _set_status(db, row["assignment_id"], ("assigned",), "running")
@@ -744,5 +730,5 @@ def recount(db: Database, execution_id: str) -> dict:
     return {"execution_id": execution_id, "stored": stored, "recounted": recounted, "ok": stored == recounted}
 
 
-__all__ = ["claim_next", "claim_in", "claim_of", "run_state", "start", "complete", "fail", "retry_in_place", "release",
+__all__ = ["claim_next", "claim_in", "claim_of", "run_state", "complete", "fail", "retry_in_place", "release",
            "release_held", "recount", "settle", "skip_pending", "failed_attempts"]

@@ -1,4 +1,4 @@
-"""`buildctl doctor`: the invariant check of SPEC §8, as a product command.
+"""`buildctl doctor`: the invariant check, as a product command.
 
 Each check returns findings (human-readable strings); a healthy database has none.
 The reliability tests run the same checks after every injected fault.

@@ -1,6 +1,6 @@
-"""The execution log: one lane per execution (B.3, SPEC §4), and the SIA trigger (B.8).
+"""The execution log: one lane per execution, and the self-improvement agent's trigger.
 
-Stdlib only, and cheap to import: ``log add`` runs on the lean hot path (SPEC §7),
+Stdlib only, and cheap to import: ``log add`` runs once per task from scripts,
 so even ``jsonstrict`` (and ``json``) is imported only by the functions that need it.
 
 Every query names its execution (lane isolation). Reads order by (timestamp, id).
@@ -72,8 +72,8 @@ def add(db: Database, execution_id: str, type: str, message: str, task: str | No
     """``log add``: append one event to a lane after validating everything; returns the event id.
 
     An event written as an agent (``agent``) of a cancelled run is refused (Conflict):
-    like its heartbeat, that is how a script driving an agent learns to stop (SPEC §4
-    "Cancel reaches every agent"). Without ``agent`` the lane stays open to notes by
+    like its heartbeat, that is how a script driving an agent learns to stop (cancel
+    reaches every agent). Without ``agent`` the lane stays open to notes by
     people and tools, a cancelled run's post-mortem included.
     """
     check_type(type)

@@ -68,7 +68,24 @@ def snapshot(db: Database, execution_id: str) -> dict:
         """,
         (execution_id,),
     )
-    return {"summary": summary, "running": running}
+    return {"summary": summary, "running": running, "failed": failed_tasks(db, execution_id)}
+
+
+def failed_tasks(db: Database, execution_id: str) -> list[dict]:
+    """The run's tasks that failed for good, each with the error of its last attempt."""
+    from buildctl import jsonstrict
+
+    rows = db.query(
+        "SELECT t.id AS task_id, t.display_id, t.title, w.wave_number FROM wave_task_assignments a "
+        "JOIN parallel_execution_waves w ON w.wave_id = a.wave_id JOIN tasks t ON t.id = a.task_id "
+        "WHERE w.execution_id = ? AND a.status = 'failed' ORDER BY w.wave_number, t.position", (execution_id,))
+    for r in rows:
+        last = db.one("SELECT message, context FROM task_execution_log WHERE execution_id = ? AND task_id = ? "
+                      "AND event_type = 'task_failed' ORDER BY id DESC LIMIT 1", (execution_id, r["task_id"]))
+        context = jsonstrict.stored(last["context"], {}) if last else {}
+        error = context.get("error") if isinstance(context, dict) else None
+        r["error"] = error or (last["message"] if last else "")
+    return rows
 
 
 def worker_command(execution_id: str, agent_id: str, *, repo: str | None, checkpoints: bool) -> list[str]:

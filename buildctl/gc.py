@@ -1,4 +1,4 @@
-"""`buildctl gc`: cleanup that cron can run on a busy database (SPEC §4).
+"""`buildctl gc`: cleanup that cron can run on a busy database.
 
 Heartbeats older than the cut-off go whatever their run's status (B.2's rule; an
 agent's ``last_heartbeat`` column keeps what staleness needs). The log and the

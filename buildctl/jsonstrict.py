@@ -1,4 +1,4 @@
-"""The one place JSON is read and written: strict RFC 8259 both ways (SPEC §6).
+"""The one place JSON is read and written: strict RFC 8259 both ways.
 
 Reading refuses, with one ``InvalidInput`` sentence naming the input (``--context``,
 a file) and what is wrong:

@@ -95,15 +95,13 @@ def pending_sql(db: Database) -> list[tuple[str, str]]:
     return pending
 
 
-def apply(db: Database, upto: str | None = None) -> list[str]:
-    """Apply every pending file (up to and including ``upto``), each atomically with its bookkeeping row."""
+def apply(db: Database) -> list[str]:
+    """Apply every pending file, each atomically with its bookkeeping row."""
     with db.write():
         db.lock("migrate")
         db.execute(bookkeeping_sql(db.sql))
     applied = []
     for name, text in pending_sql(db):
-        if upto is not None and name > upto:
-            break
         with db.write():
             db.lock("migrate")
             # Re-check inside the lock: another migrate may have applied it meanwhile.

@@ -1,4 +1,4 @@
-"""The wave planner (SPEC §4 "Waves"): a pure function, no database, stdlib only.
+"""The wave planner: a pure function, no database, stdlib only.
 
 Input: the tasks in file order, their dependencies, their file impacts and a
 confidence threshold. Output: the waves (lists of task keys) and every pair of

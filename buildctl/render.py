@@ -361,12 +361,25 @@ def _age(seconds) -> str:
 
 
 def live_view(snapshot: dict):
-    """`buildctl run exec`: the waves, then the tasks running now with elapsed time and last heartbeat."""
+    """`buildctl run exec`: the waves, the tasks running now with elapsed time and last
+    heartbeat, and every task that failed for good with its last error."""
     from rich.console import Group
 
-    if not snapshot["running"]:
-        return waves_table(snapshot["summary"])
-    running = build_table(snapshot["running"], [
+    parts = [waves_table(snapshot["summary"])]
+    if snapshot["running"]:
+        parts.append(_running_table(snapshot["running"]))
+    if snapshot.get("failed"):
+        parts.append(build_table(snapshot["failed"], [
+            Column("display_id", "task", kind="id"),
+            Column("wave_number", "wave", kind="number", justify="right", drop=2),
+            Column("title", "title", max_width=30, drop=1),
+            Column("error", "last error"),
+        ], title=f"failed: {len(snapshot['failed'])}"))
+    return parts[0] if len(parts) == 1 else Group(*parts)
+
+
+def _running_table(running: list[dict]):
+    return build_table(running, [
         Column("display_id", "task", kind="id"),
         Column("title", "title", max_width=40, drop=2),
         Column("wave_number", "wave", kind="number", justify="right", drop=3),
@@ -375,8 +388,7 @@ def live_view(snapshot: dict):
         Column("elapsed_s", "elapsed", kind="number", justify="right", fmt=lambda r: _age(r["elapsed_s"])),
         Column("heartbeat_age_s", "last heartbeat", kind="number", justify="right", drop=1,
                fmt=lambda r: (_age(r["heartbeat_age_s"]) + " ago") if r["heartbeat_age_s"] is not None else "none"),
-    ], title=f"running now: {len(snapshot['running'])}")
-    return Group(waves_table(snapshot["summary"]), running)
+    ], title=f"running now: {len(running)}")
 
 
 # --------------------------------------------------------------------------- read commands (readspec)

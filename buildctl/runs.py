@@ -1,4 +1,4 @@
-"""Execution runs (SPEC §4 "Execution runs", §5): start (plan + persist waves), list,
+"""Execution runs: start (plan + persist waves), list,
 show, pause/resume/cancel, and the B.8 wave summary.
 
 Domain functions return plain data and never print. Each write is one short

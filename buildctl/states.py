@@ -33,8 +33,7 @@ AGENT_STATUSES = ("initializing", "running", "idle", "completed", "failed", "stu
 AGENT_LIVE = ("initializing", "running", "idle")
 #: Finished for good: heartbeats, claims and finish are refused.
 AGENT_FINISHED = ("completed", "failed")
-#: Out of work (SPEC §4 "an ended agent (completed, failed, stuck) never holds an
-#: assignment"). A stuck agent that heartbeats again is running again.
+#: Out of work: an ended agent (completed, failed, stuck) never holds an assignment. A stuck agent that heartbeats again is running again.
 AGENT_ENDED = ("completed", "failed", "stuck")
 #: What a heartbeat may set; completed/failed go through `agent finish`, stuck is gc's.
 HEARTBEAT_STATUSES = ("running", "idle")

@@ -67,12 +67,6 @@ def _default_db_file() -> str:
     return os.path.join(state, "buildctl", "buildctl.db")
 
 
-def default_db_path() -> Path:
-    from pathlib import Path
-
-    return Path(_default_db_file())
-
-
 def resolve_location(cli_value: str | None = None) -> str:
     """--db > BUILDCTL_DB > the user's state folder."""
     if cli_value:

@@ -1,4 +1,4 @@
-"""Task lists: parse and validate TOML/JSON task-list files (SPEC §4), import, list, show.
+"""Task lists: parse and validate TOML/JSON task-list files, import, list, show.
 
 A file is validated completely before anything is written; a refusal is one
 ``InvalidInput`` naming the file, the entry and the reason. The import is one

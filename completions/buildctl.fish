@@ -11,7 +11,7 @@
 #   buildctl checkpoint create EXEC [--agent] [--message] [--repo] [--task] [-m]
 #   buildctl checkpoint list EXEC [--json] [--task]
 #   buildctl checkpoint restore CHECKPOINT [--dry-run] [--exec] [--json] [--path] [--repo] [--reset-index]
-#   buildctl doctor [--json] [--stale-after]
+#   buildctl doctor [--fix] [--json] [--stale-after]
 #   buildctl gc [--batch-size] [--dry-run] [--json] [--keep-checkpoints] [--keep-heartbeats] [--keep-logs] [--quiet] [--repo] [--stale-after] [-q]
 #   buildctl heartbeat ID [--cpu] [--memory-mb] [--pid] [--progress] [--status] [--task]
 #   buildctl log add EXEC TYPE MESSAGE [--agent] [--context] [--task]

@@ -167,3 +167,26 @@ def assert_refused(result: Result, code: int | None = None, contains: str | None
 
 def git_available() -> bool:
     return shutil.which("git") is not None
+
+
+@pytest.fixture
+def migrate_upto(tmp_path, monkeypatch):
+    """``migrate_upto(db, "072_grouping_suggestions.sql")``: migrate ``db`` only up to and
+    including that file, as the buildctl of that time left it (the real ``migrations.apply``,
+    pointed at a copy of sql/ without the later files)."""
+
+    def apply(db, last: str) -> None:
+        from buildctl import migrations, storage
+
+        copy = tmp_path / f"sql-upto-{last}"
+        shutil.copytree(storage.sql_dir(), copy)
+        for folder in (copy, copy / "postgres"):
+            for f in folder.glob("[0-9][0-9][0-9]_*.sql"):
+                if f.name > last:
+                    f.unlink()
+        with monkeypatch.context() as m:
+            m.setattr(storage, "sql_dir", lambda: copy)
+            migrations.apply(db)
+
+    return apply
+

@@ -162,3 +162,32 @@ def test_no_option_is_declared_twice():
                 dupes.append(f"{cmd.name}: {p.flags[0]}")
             seen.setdefault(key, p)
     assert dupes == []
+
+
+def _layers() -> dict[str, int]:
+    """docs/ARCHITECTURE.md's table of rooms: module -> layer (the table a newcomer reads is the rule)."""
+    doc = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text()
+    out = {}
+    for layer, modules in re.findall(r"^\| (\d+) \| ([^|]+) \|", doc, flags=re.M):
+        for name in re.findall(r"`([a-z_.<>]+)`", modules):
+            out["buildctl." + name] = int(layer)
+    return out
+
+
+def test_rooms_import_only_lower_layers_as_the_architecture_says():
+    layers = _layers()
+    graph = _graph()
+    missing = sorted(m for m in graph if m not in layers and not m.startswith("buildctl.cli.")
+                     and m not in ("buildctl", "buildctl.cli"))
+    assert missing == [], f"modules missing from docs/ARCHITECTURE.md's table: {missing}"
+
+    def layer(module: str) -> int:
+        if module in layers:
+            return layers[module]
+        if module.startswith("buildctl.cli."):
+            return layers.get(module, layers["buildctl.cli.<group>"])
+        return -1  # the package itself
+
+    upward = [f"{m} (layer {layer(m)}) imports {d} (layer {layer(d)})"
+              for m, deps in graph.items() for d in deps if layer(d) > layer(m)]
+    assert upward == []

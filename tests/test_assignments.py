@@ -46,8 +46,8 @@ def test_five_task_scenario_t001_fails_for_good(db):
     a1, a2 = add_agent(db, ex, "ag_one"), add_agent(db, ex, "ag_two")
     assert assignments.run_state(db, ex) == "work"
 
-    c1 = assignments.claim_next(db, ex, a1)
-    c2 = assignments.claim_next(db, ex, a2)
+    c1 = assignments.claim_next(db, ex, a1, start=True)
+    c2 = assignments.claim_next(db, ex, a2, start=True)
     assert (c1["display_id"], c2["display_id"]) == ("T-001", "T-002")
     assert c1["wave_number"] == 1 and c1["attempt"] == 1 and c1["command"].startswith("echo")
     assert c1["validate_command"] == "true" and c1["timeout_s"] == 120
@@ -57,8 +57,6 @@ def test_five_task_scenario_t001_fails_for_good(db):
     assert assignments.claim_next(db, ex, a1) is None  # max_parallel_agents = 2
     assert assignments.run_state(db, ex) == "wait"
 
-    assignments.start(db, c1["assignment_id"], a1)
-    assignments.start(db, c2["assignment_id"], a2)
     assert assignments.fail(db, c1["assignment_id"], error="schema.sql: syntax error", max_retries=0, instance_id=a1) == "failed"
     # Failure isolation: T-003 and T-005 depend on T-001 (T-005 through T-003), T-004 does not.
     assert statuses(db, ex) == {"T-001": "failed", "T-002": "running", "T-003": "skipped", "T-004": "pending",
@@ -69,9 +67,8 @@ def test_five_task_scenario_t001_fails_for_good(db):
     assert_recount(db, ex)
 
     assignments.complete(db, c2["assignment_id"], instance_id=a2)
-    c4 = assignments.claim_next(db, ex, a1)
+    c4 = assignments.claim_next(db, ex, a1, start=True)
     assert c4["display_id"] == "T-004" and c4["wave_number"] == 2
-    assignments.start(db, c4["assignment_id"], a1)
     assignments.complete(db, c4["assignment_id"], instance_id=a1, context={"exit_code": 0})
     assert assignments.claim_next(db, ex, a1) is None
     assert assignments.run_state(db, ex) == "done"
@@ -102,9 +99,8 @@ def test_retries_count_attempts_from_the_log_then_fail_for_good(db, tmp_path):
     ag = add_agent(db, ex, "ag_retry")
     outcomes = []
     for attempt in (1, 2, 3):
-        c = assignments.claim_next(db, ex, ag)
+        c = assignments.claim_next(db, ex, ag, start=True)
         assert (c["display_id"], c["attempt"]) == ("A", attempt)
-        assignments.start(db, c["assignment_id"], ag)
         outcomes.append(assignments.fail(db, c["assignment_id"], error="exit 1", max_retries=2, instance_id=ag))
         assert_recount(db, ex)
     assert outcomes == ["retry", "retry", "failed"]
@@ -139,8 +135,7 @@ def test_retry_in_place_keeps_the_assignment_and_counts_the_attempt(db, tmp_path
     f = write_list(tmp_path / "l.json", [task("A")])
     ex = runs.start_run(db, str(f))["execution_id"]
     ag = add_agent(db, ex, "ag_ip")
-    c = assignments.claim_next(db, ex, ag)
-    assignments.start(db, c["assignment_id"], ag)
+    c = assignments.claim_next(db, ex, ag, start=True)
     r = assignments.retry_in_place(db, c["assignment_id"], instance_id=ag, error="exit 2", max_retries=2)
     assert (r["attempt"], r["next_attempt"]) == (1, 2)
     a = assignment_of(db, ex, "A")
@@ -233,8 +228,6 @@ def test_double_reports_and_foreign_agents_are_refused_without_a_write(db, migra
     c = assignments.claim_next(db, ex, a1)
     before = snapshot(migrated)
     with pytest.raises(Conflict, match="held by agent ag_1, not ag_2"):
-        assignments.start(db, c["assignment_id"], a2)
-    with pytest.raises(Conflict, match="held by agent ag_1, not ag_2"):
         assignments.complete(db, c["assignment_id"], instance_id=a2)
     with pytest.raises(NotFound):
         assignments.complete(db, 999_999)
@@ -247,8 +240,6 @@ def test_double_reports_and_foreign_agents_are_refused_without_a_write(db, migra
         assignments.fail(db, c["assignment_id"], error="late", max_retries=3)
     with pytest.raises(Conflict, match="it is completed"):
         assignments.release(db, c["assignment_id"], reason="stale", max_retries=3)
-    with pytest.raises(Conflict, match="not assigned"):
-        assignments.start(db, c["assignment_id"], a1)
     pending = assignment_of(db, ex, "B")
     with pytest.raises(Conflict, match="it is pending"):
         assignments.complete(db, pending["id"])
@@ -320,8 +311,7 @@ def test_release_of_a_stuck_agents_task(db, tmp_path):
     f = write_list(tmp_path / "l.json", [task("A"), task("B", deps=["A"])])
     ex = runs.start_run(db, str(f))["execution_id"]
     ag = add_agent(db, ex, "ag_s")
-    c = assignments.claim_next(db, ex, ag)
-    assignments.start(db, c["assignment_id"], ag)
+    c = assignments.claim_next(db, ex, ag, start=True)
     with db.write():
         db.execute("UPDATE build_agent_instances SET status = 'stuck' WHERE instance_id = ?", (ag,))
     assert assignments.release(db, c["assignment_id"], reason="heartbeat stale", max_retries=1) == "pending"
@@ -390,7 +380,7 @@ WORKER = textwrap.dedent("""
     ex, me, limit = sys.argv[2], sys.argv[3], int(sys.argv[5])
     got, violations = [], []
     while True:
-        c = assignments.claim_next(db, ex, me)
+        c = assignments.claim_next(db, ex, me, start=True)
         if c is None:
             if assignments.run_state(db, ex) == "done":
                 break
@@ -409,7 +399,6 @@ WORKER = textwrap.dedent("""
             "WHERE w.execution_id = ? AND a.status IN ('assigned','running')", (ex,))
         if held > limit:
             violations.append(["limit", held])
-        assignments.start(db, c["assignment_id"], me)
         time.sleep(0.005)  # hold the task a moment, so that the agent limit is really tested
         if c["attempt"] == 1 and c["display_id"].endswith("3"):
             assignments.fail(db, c["assignment_id"], error="first try fails", max_retries=1, instance_id=me)

@@ -51,11 +51,11 @@ def test_hand_corrupted_counter_and_orphan_assignment_are_reported(cli, migrated
     assert table.returncode == 1 and "counters" in table.stdout
 
 
-def test_pending_migration_is_reported(cli, db_path):
-    from buildctl import migrations, storage
+def test_pending_migration_is_reported(cli, db_path, migrate_upto):
+    from buildctl import storage
 
     db = storage.connect(str(db_path), create=True, check_schema=False)
-    migrations.apply(db, upto="074_build_agent_instances.sql")
+    migrate_upto(db, "074_build_agent_instances.sql")
     db.close()
     r = cli("doctor", "--json")
     assert r.returncode == 1
@@ -228,3 +228,22 @@ def test_doctor_on_a_file_that_is_not_a_database_lists_findings_and_exits_1(cli,
     integrity = next(c for c in report["checks"] if c["name"] == "integrity")
     assert integrity["findings"] and "Traceback" not in r.stderr
     assert junk.read_bytes() == bytes(range(256)) * 64  # looked at, not changed
+
+
+def test_doctor_fix_hands_back_a_task_held_by_an_ended_agent(cli, db, migrated, tmp_path):
+    """An agent that ended without handing back its task (an older buildctl, a kill between two
+    transactions): doctor finds it, `doctor --fix` hands the task back, and the run goes on."""
+    from runhelpers import task, write_list
+
+    ex = cli("run", "start", write_list(tmp_path / "l.json", [task("A"), task("B", deps=["A"])]), check=True).out
+    ag = cli("agent", "spawn", ex, "--task", "A", check=True).out
+    db.execute("UPDATE build_agent_instances SET status = 'completed' WHERE instance_id = ?", (ag,))
+    r = cli("doctor", "--json")
+    assert r.returncode == 1
+    findings = {c["name"]: c["findings"] for c in json.loads(r.stdout)["checks"]}
+    assert findings["orphan_assignments"] and ag in findings["orphan_assignments"][0]
+    fixed = cli("doctor", "--fix", "--json")
+    assert fixed.returncode == 0, fixed.stdout
+    assert [r["instance_id"] for r in json.loads(fixed.stdout)["fixed"]["released"]] == [ag]
+    claim = json.loads(cli("agent", "spawn", ex, "--next", "--json", check=True).stdout)
+    assert claim["task"] == "A" and claim["attempt"] == 2

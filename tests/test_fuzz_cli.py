@@ -80,6 +80,11 @@ def check_outcome(argv, code: int, out: str, err: str, before: dict, db_path: Pa
     assert code != exitcodes.INTERNAL, where
     if invalid:
         assert code != 0, "invalid input accepted: " + where
+    if code == exitcodes.FAILED and not err and argv[-1:] != ["--help"] and "doctor" in argv:
+        # Not a refusal: doctor ran and found something (stale agents under --stale-after 0,
+        # say); its report is the output, and it only reads.
+        assert snapshot(db_path) == before, "doctor changed the database: " + where
+        return
     if code != 0:
         lines = [l for l in err.splitlines() if l.strip()]
         if len(lines) == 1:
@@ -211,7 +216,7 @@ def _dangerous(argv: list[str]) -> bool:
 # --------------------------------------------------------------------------- argv fuzzing
 
 def test_random_argument_lists_for_every_command(world):
-    @settings(max_examples=250, **SETTINGS)
+    @settings(max_examples=1000, **SETTINGS)
     @given(argv=command_argv(world))
     def prop(argv):
         before = snapshot(world["db"])
@@ -222,7 +227,7 @@ def test_random_argument_lists_for_every_command(world):
 
 
 def test_random_junk_argument_lists(world):
-    @settings(max_examples=120, **SETTINGS)
+    @settings(max_examples=300, **SETTINGS)
     @given(argv=junk_argv(world))
     def prop(argv):
         before = snapshot(world["db"])
@@ -263,7 +268,7 @@ def invalid_argv(draw, w: dict):
 
 
 def test_invalid_argument_lists_are_always_refused(world):
-    @settings(max_examples=200, **SETTINGS)
+    @settings(max_examples=500, **SETTINGS)
     @given(case=invalid_argv(world))
     def prop(case):
         kind, argv = case
@@ -383,7 +388,7 @@ def _import(world, name: str, data: bytes) -> tuple[list[str], int, str, str, di
 
 
 def test_random_task_list_files(world):
-    @settings(max_examples=100, **SETTINGS)
+    @settings(max_examples=150, **SETTINGS)
     @given(case=task_list_doc(), fmt=st.sampled_from(["json", "toml"]))
     def prop(case, fmt):
         doc, mutation = case

@@ -285,8 +285,7 @@ def _run_with_two_held_tasks(cli, migrated, tmp_path):
     held = {}
     for name, retries in (("a", 3), ("b", 0)):
         iid = agents.spawn(db, ex, config={"maxRetries": retries})
-        claim = assignments.claim_next(db, ex, iid)
-        assignments.start(db, claim["assignment_id"], iid)
+        claim = assignments.claim_next(db, ex, iid, start=True)
         held[name] = (iid, claim)
     return db, ex, held
 

@@ -160,9 +160,9 @@ def test_status_and_dry_run_on_a_missing_database_change_nothing(cli, db_path):
     assert not db_path.exists()
 
 
-def test_dry_run_prints_only_pending_sql(cli, tmp_path, db_path):
+def test_dry_run_prints_only_pending_sql(cli, tmp_path, db_path, migrate_upto):
     db = storage.connect(str(db_path), create=True, check_schema=False)
-    migrations.apply(db, upto="072_grouping_suggestions.sql")
+    migrate_upto(db, "072_grouping_suggestions.sql")
     db.close()
     before = snapshot(db_path)
     dry = cli("migrate", "--dry-run", check=True).stdout
@@ -170,9 +170,9 @@ def test_dry_run_prints_only_pending_sql(cli, tmp_path, db_path):
     assert snapshot(db_path) == before
 
 
-def test_older_database_is_migrated_forward_keeping_its_rows(cli, db_path):
+def test_older_database_is_migrated_forward_keeping_its_rows(cli, db_path, migrate_upto):
     db = storage.connect(str(db_path), create=True, check_schema=False)
-    migrations.apply(db, upto="071_parallelism_analysis.sql")
+    migrate_upto(db, "071_parallelism_analysis.sql")
     db.execute("INSERT INTO task_lists_v2 (id, name) VALUES ('tl_old', 'kept')")
     db.close()
     # Every other command refuses the old database with one line naming migrate.

@@ -22,11 +22,10 @@ def drive(db, execution_id, fail=()):
     if not db.scalar("SELECT 1 FROM build_agent_instances WHERE instance_id = ?", (agent,)):
         add_agent(db, execution_id, agent)
     while True:
-        c = assignments.claim_next(db, execution_id, agent)
+        c = assignments.claim_next(db, execution_id, agent, start=True)
         if c is None:
             assert assignments.run_state(db, execution_id) == "done"
             return
-        assignments.start(db, c["assignment_id"], agent)
         if c["display_id"] in fail:
             assignments.fail(db, c["assignment_id"], error="boom", max_retries=0)
         else:
@@ -152,8 +151,7 @@ def test_lifecycle_transitions_and_illegal_ones_refused(cli, migrated, db):
     assert status() == "pending"  # nothing was handed out yet
 
     ag = add_agent(db, ex, "ag_life")
-    c = assignments.claim_next(db, ex, ag)
-    assignments.start(db, c["assignment_id"], ag)
+    assignments.claim_next(db, ex, ag, start=True)
     r = cli("run", "cancel", ex, check=True)
     assert "4 pending tasks skipped" in r.stderr and "T-001" in r.stderr
     run = db.one("SELECT * FROM task_list_execution_runs WHERE execution_id = ?", (ex,))

@@ -244,3 +244,10 @@ def test_a_script_killed_mid_task_loses_it_to_the_other_copy(cli, migrated, tmp_
     stuck = [a for a in json.loads(cli("agent", "list", ex, "--json", check=True).stdout) if a["status"] == "stuck"]
     assert len(stuck) == 1  # the killed copy, marked stuck by the other one's wait (the lease)
     assert cli("doctor").returncode == 0
+
+
+def test_the_readme_shows_the_example_script_as_it_is():
+    """The loop the README shows is examples/script-agent/agent.sh, which the tests above run."""
+    script = AGENT_SH.read_text()
+    readme = (REPO / "README.md").read_text()
+    assert "```sh\n" + script[script.index("set -u"):] + "```" in readme

@@ -95,3 +95,18 @@ def test_the_waves_table_shows_skipped_tasks(cli, busy_run):
     assert "skipped" in header
     data = cli("waves", ex, "--json", check=True).stdout
     assert '"skipped_count": 1' in data
+
+
+def test_the_last_frame_of_run_exec_names_each_failed_task_with_its_error(cli, migrated, tmp_path):
+    path = write_list(tmp_path / "f.json", [
+        task("T-001"),
+        {**task("T-002"), "command": "echo 'linker: undefined reference to main' >&2; exit 1"},
+        {**task("T-003"), "command": "echo 'disk quota exceeded' >&2; exit 2"},
+    ])
+    ex = cli("run", "start", path, check=True).out
+    r = cli("run", "exec", ex, "--config", '{"maxRetries": 0}', cwd=tmp_path, extra_env={"COLUMNS": "80"})
+    assert r.returncode == 1
+    frame = r.stdout[r.stdout.index("failed: 2"):]
+    rows = {line.split("│")[1].strip(): line for line in frame.splitlines() if line.startswith("│")}
+    assert "linker: undefined reference to main" in rows["T-002"]
+    assert "disk quota exceeded" in rows["T-003"] and "T-001" not in rows

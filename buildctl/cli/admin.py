@@ -73,11 +73,21 @@ def _run_gc(db, v: dict) -> int:
 def _run_doctor(db, v: dict) -> int:
     from buildctl import doctor, exitcodes, render
 
+    fixed = None
+    if v["fix"]:
+        from buildctl import agents, storage
+
+        storage.ensure_current(db)  # repairs need the whole schema
+        fixed = agents.recover(db, v["stale_after"])
     checks = doctor.diagnose(db, stale_after_s=v["stale_after"])
     ok = all(c.ok for c in checks)
     if v["as_json"]:
-        render.print_json({"ok": ok, "checks": doctor.as_dicts(checks)})
+        render.print_json({"ok": ok, "checks": doctor.as_dicts(checks),
+                           **({"fixed": fixed} if fixed is not None else {})})
     else:
+        if fixed is not None:
+            render.info(f"fixed: {len(fixed['marked'])} stale agent(s) marked stuck, "
+                        f"{len(fixed['released'])} task(s) held by ended agents handed back")
         render.show(render.doctor_report(checks))
     return exitcodes.OK if ok else exitcodes.FAILED
 
@@ -134,9 +144,15 @@ GC = Command(
 DOCTOR = Command(
     ("doctor",),
     help=("Check the database: integrity, foreign keys, migrations, counters against recounts, assignments held by "
-          "agents that have ended, stale agents. Exits 1 when anything is found, 0 on a healthy database."),
+          "agents that have ended, stale agents, stored JSON that is not strict. Exits 1 when anything is found, 0 on "
+          "a healthy database. Only reads, unless --fix."),
     short_help="Check the database's invariants; exit 1 on any finding.",
-    params=(duration("stale_after", ("--stale-after",), 60.0, "Report agents silent for longer than this."), JSON),
+    params=(duration("stale_after", ("--stale-after",), 60.0, "Report agents silent for longer than this."),
+            Param("fix", ("--fix",), type="bool",
+                  help="First repair what can be repaired safely, as gc and idle workers do: mark stale agents "
+                       "stuck and hand back the tasks held by agents that have ended (a retry, or failed when no "
+                       "retry is left)."),
+            JSON),
     runner=_run_doctor,
     database="any",
 )
