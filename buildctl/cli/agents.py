@@ -12,8 +12,9 @@ from buildctl.cli.params import AGENT, CHECKPOINTS, CONFIG, EXEC, EXEC_FILTER, F
 
 GROUP = ("agent", "Build agents: spawn, claim, done, work, list, show, stale, finish.")
 
-#: A bare `--wait`: wait until a task can be taken or the run has nothing left.
-_FOREVER = float("inf")
+#: What a bare `--wait` stands for: wait until a task can be taken or the run has nothing
+#: left. A word the duration parser refuses, so that only a bare `--wait` gives it.
+_FOREVER = "forever"
 
 
 # --------------------------------------------------------------------------- runners
@@ -66,7 +67,7 @@ def _run_agent_spawn(db, v: dict) -> str | int | None:
                                       unless_busy=v["wait"] is not None)
 
     claim = attempt() if v["wait"] is None else agents.claim_waiting(
-        db, attempt, execution_id=run["execution_id"], wait_s=math.inf if v["wait"] is _FOREVER else v["wait"],
+        db, attempt, execution_id=run["execution_id"], wait_s=math.inf if v["wait"] == _FOREVER else v["wait"],
         stale_after_s=agentstate.stale_after_s(cfg), task_id=task_id)
     return _claimed(claim, v["as_json"])
 
@@ -107,7 +108,7 @@ def _run_agent_claim(db, v: dict) -> str | None:
         return _claimed(agents.claim(db, agent["instance_id"]), v["as_json"])
     claim = agents.claim_waiting(
         db, lambda: agents.claim(db, agent["instance_id"], unless_busy=True), execution_id=agent["execution_id"],
-        wait_s=math.inf if v["wait"] is _FOREVER else v["wait"],
+        wait_s=math.inf if v["wait"] == _FOREVER else v["wait"],
         stale_after_s=agentstate.stale_after_s(agentstate.config_from(agent)), agent_id=agent["instance_id"])
     return _claimed(claim, v["as_json"])
 

@@ -268,7 +268,8 @@ def bind(cmd: Command, tokens: Tokens, *, convert: bool = True) -> dict:
                 kind = "argument" if p.positional else "option"
                 raise ParseError(f"Missing {kind} {p.label}.")
             out[p.name] = list(p.default or ()) if (p.multiple or p.nargs == -1) else p.default
-        elif not convert or p.is_flag or p.type == "str" and p.choices is None or value is p.flag_value:
+        elif not convert or p.is_flag or p.type == "str" and p.choices is None or (
+                p.flag_value is not None and value == p.flag_value):
             out[p.name] = value
         elif p.multiple or p.nargs == -1:
             out[p.name] = [convert_value(p, v) for v in value]
