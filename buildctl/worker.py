@@ -427,24 +427,24 @@ class Worker:
         self.hb_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self.hb_thread.start()
         final_status, error = "completed", None
+        claim = None  # a task claimed with the previous one's completion
         try:
             while True:
                 if self.crash is not None:
                     raise self.crash
-                if self.terms or self.stop_reason:
-                    outcome.reason = self.stop_reason or "stopped by SIGTERM"
-                    break
-                if self.opts.max_tasks is not None and outcome.tasks_run >= self.opts.max_tasks:
-                    outcome.reason = f"ran --max-tasks {self.opts.max_tasks}"
-                    break
-                claim = assignments.claim_next(self.db, self.execution_id, self.instance_id, start=True)
+                if claim is None:
+                    stop = self._stop_claiming(outcome.tasks_run)
+                    if stop is not None:
+                        outcome.reason = stop
+                        break
+                    claim = assignments.claim_next(self.db, self.execution_id, self.instance_id, start=True)
                 if claim is None:
                     if not self._wait_for_work():
                         outcome.reason = "the run has nothing left"
                         break
                     continue
                 outcome.tasks_run += 1
-                result = self._run_assignment(claim)
+                result, claim = self._run_assignment(claim, outcome.tasks_run)
                 if result == "completed":
                     outcome.completed += 1
                 elif result == "failed":
@@ -472,6 +472,14 @@ class Worker:
                 outcome.exit_code = exitcodes.FAILED
             self.db.close()
         return outcome
+
+    def _stop_claiming(self, tasks_run: int) -> str | None:
+        """Why this worker must take no new task (a SIGTERM, a stop, --max-tasks), or None."""
+        if self.terms or self.stop_reason:
+            return self.stop_reason or "stopped by SIGTERM"
+        if self.opts.max_tasks is not None and tasks_run >= self.opts.max_tasks:
+            return f"ran --max-tasks {self.opts.max_tasks}"
+        return None
 
     def _wait_for_work(self) -> bool:
         """Idle until something may be claimable; False when the run has nothing left.
@@ -614,8 +622,11 @@ class Worker:
             return "terminated by a second SIGTERM"
         return None
 
-    def _run_assignment(self, claim: dict) -> str:
-        """Run one claimed task to its end: 'completed', 'failed', 'retry-elsewhere' or 'lost'.
+    def _run_assignment(self, claim: dict, tasks_run: int) -> tuple[str, dict | None]:
+        """Run one claimed task to its end: ('completed', 'failed', 'retry-elsewhere' or 'lost',
+        the next task or None). A completed task's report also claims the worker's next
+        task, in the same transaction, unless the worker is to take no more (the next
+        claim is then the main loop's).
 
         When the task makes no progress (SPEC §4: the third consecutive failure with the
         same error), the domain marks this agent stuck and hands the task back in the
@@ -626,15 +637,19 @@ class Worker:
             self.status = "running"
         try:
             checkpoint_id = self._checkpoint(claim)
+            attempt = claim["attempt"]
             while True:
-                attempt = 1 + assignments.failed_attempts(self.db, claim["execution_id"], claim["task_id"])
                 ok, context, error = self._attempt(claim, attempt)
                 stop = self._should_stop()
                 if ok and stop is None:
-                    assignments.complete(self.db, aid, instance_id=self.instance_id, context=context)
-                    return "completed"
+                    if self._stop_claiming(tasks_run) is not None:
+                        assignments.complete(self.db, aid, instance_id=self.instance_id, context=context)
+                        return "completed", None
+                    _done, following = assignments.complete_and_claim(self.db, aid, instance_id=self.instance_id,
+                                                                      context=context)
+                    return "completed", following
                 if stop is not None:
-                    return self._stopped(claim, stop, context)
+                    return self._stopped(claim, stop, context), None
                 # Report the attempt first, then undo its partial work (so the log reads
                 # task_failed, checkpoint_restored), then wait out the backoff.
                 if attempt >= 1 + self._max_retries():
@@ -643,20 +658,21 @@ class Worker:
                     if checkpoint_id is not None:
                         self._restore(claim, checkpoint_id)
                     self._stop_if_stuck()
-                    return "failed"
+                    return "failed", None
                 retry = assignments.retry_in_place(self.db, aid, instance_id=self.instance_id, error=error,
                                                    context=context)
                 if checkpoint_id is not None:
                     self._restore(claim, checkpoint_id)
                 if retry["agent_stuck"]:
                     self.stop_reason = self.stop_reason or f"agent {self.instance_id} marked stuck: {retry['agent_stuck']}"
-                    return "failed" if retry["status"] == "failed" else "retry-elsewhere"
+                    return ("failed" if retry["status"] == "failed" else "retry-elsewhere"), None
                 if self._sleep_or_stop(self._backoff(attempt)):
-                    return self._stopped(claim, self._should_stop() or "stopped", context)
+                    return self._stopped(claim, self._should_stop() or "stopped", context), None
+                attempt = retry["next_attempt"]
         except Conflict as exc:
             # The assignment was released while we ran (marked stale): someone else owns it now.
             execlog_warning(self.db, claim, self.instance_id, f"{claim['display_id']}: gave up the task: {exc.message}")
-            return "lost"
+            return "lost", None
         finally:
             with self.lock:
                 self.current = None
