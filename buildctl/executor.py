@@ -168,8 +168,8 @@ class _Pool:
         else:
             how, extra = f"exited with code {code} while its agent was live", {"exitCode": code}
         message = f"worker pid {w.proc.pid} {how}"
-        # Its task's processes die first (the task's watcher does it too; a kill -9 of the
-        # whole group would have taken the watcher with it), so the retry never overlaps.
+        # Its task's processes die first, here, before the task is released (the worker's
+        # watcher kills them too, but in its own time), so the retry never overlaps.
         kill_marked(agent_marker(w.agent_id))
         try:
             ended = agents.finish(self.db, w.agent_id, "failed", error=message,

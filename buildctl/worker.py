@@ -16,7 +16,7 @@ whose agent was marked stuck (by a peer, or because its task made no progress) s
 While it waits for work, a worker also recovers its run's stale peers (the lease of
 SPEC §4): a worker that died with nobody to notice has its task handed back once its
 heartbeats are older than staleAfterMs. The task's processes die with their worker,
-detached ones included (see _GUARD).
+detached ones included (see _WATCHER).
 
 Stdlib only at module level: `run exec` starts workers as `buildctl agent work EXEC --agent ID`, which comes here without Typer.
 """
@@ -31,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 from buildctl import agents, agentstate, assignments, execlog, exitcodes, states, storage
 from buildctl.errors import BuildctlError, Conflict, DatabaseError, InvalidInput, NotFound, UsageError
@@ -41,73 +40,130 @@ STDERR_TAIL_LINES = 20
 RECOVERY_INTERVAL_S = 1.0
 
 
-@dataclass
 class Options:
-    execution_id: str
-    #: Work as this registered agent instead of registering one (`run exec` registers
-    #: its workers' agents itself, so that it knows whose worker died).
-    agent_id: str | None = None
-    repo: str | None = None
-    checkpoints: bool = False
-    max_tasks: int | None = None
-    config: dict | None = None
-    #: While the barrier holds: how often to look for a commit by anyone, and how long
-    #: to go without one before looking at the run again anyway.
-    poll_min_s: float = 0.005
-    poll_max_s: float = 1.0
+    """How `agent work` (or `agent spawn -- CMD`) works. (Plain classes, not dataclasses:
+    importing dataclasses costs a worker ~8 ms of its start, and `run exec` starts many.)"""
+
+    def __init__(self, execution_id: str, *, agent_id: str | None = None, repo: str | None = None,
+                 checkpoints: bool = False, max_tasks: int | None = None, config: dict | None = None,
+                 poll_min_s: float = 0.005, poll_max_s: float = 1.0):
+        self.execution_id = execution_id
+        #: Work as this registered agent instead of registering one (`run exec` registers
+        #: its workers' agents itself, so that it knows whose worker died).
+        self.agent_id = agent_id
+        self.repo = repo
+        self.checkpoints = checkpoints
+        self.max_tasks = max_tasks
+        self.config = config
+        #: While the barrier holds: how often to look for a commit by anyone, and how long
+        #: to go without one before looking at the run again anyway.
+        self.poll_min_s = poll_min_s
+        self.poll_max_s = poll_max_s
 
 
-@dataclass
 class Outcome:
-    instance_id: str
-    tasks_run: int = 0
-    completed: int = 0
-    failed: int = 0
-    reason: str = ""
-    exit_code: int = 0
+    """What a worker did, for its last line and its exit code."""
+
+    def __init__(self, instance_id: str):
+        self.instance_id = instance_id
+        self.tasks_run = 0
+        self.completed = 0
+        self.failed = 0
+        self.reason = ""
+        self.exit_code = 0
 
 
-#: The task runs under a guard shell, the leader of its own process group, with a
-#: watcher that blocks reading the worker's lifeline pipe. The worker holds the only
-#: write end: when it dies, even by SIGKILL, the kernel closes it, the read sees EOF
-#: and the watcher kills the task's processes, so a task whose agent is declared dead
-#: cannot keep running beside its retry. The command itself runs in a background
-#: subshell whose exit status `wait` passes through. (A pipe instead of
-#: prctl(PR_SET_PDEATHSIG): that needs a preexec_fn, which costs ~3 ms a task.)
-#: The lifeline arrives as the guard's stdin; the command gets /dev/null, as before.
+#: A task runs as `sh -c COMMAND` (nothing between the worker and the task's shell), the
+#: leader of its own session and process group, watched through the worker's lifeline:
+#: a pipe whose only write end the worker holds, read by one watcher process per worker
+#: (``Lifeline``, _WATCHER). The worker tells the watcher which task runs (its marker and
+#: process group) and when none does; when the worker dies, even by SIGKILL, the kernel
+#: closes the write end, the watcher reads EOF and kills the task that was running, so a
+#: task whose agent is declared dead cannot keep running beside its retry. (A pipe
+#: instead of prctl(PR_SET_PDEATHSIG): that needs a preexec_fn, which costs ~3 ms a task,
+#: and covers only the direct child. One watcher per worker instead of a guard shell and
+#: a watcher per task: that was two more processes a task, 0.4 ms of CPU and 1 ms of
+#: latency on a no-op task.) The watcher lives in a session of its own and is not the
+#: worker's child (a shell starts it in the background and exits), so that nothing that
+#: signals the worker or its group reaches it.
 #:
 #: Detached descendants (`setsid`, a double fork) leave the process group and
 #: re-parent to init, so neither the group nor the process tree finds them. What they
-#: cannot leave is their environment: the guard starts with a variable named for the
-#: task (``BUILDCTL_TASK_<agent>_<n>=1``) that everything it starts inherits, and whoever
-#: kills the task — the watcher with one `grep` over /proc/*/environ when the lifeline
-#: closes, the worker (``kill_marked``) on a timeout or a stop, `run exec` when a worker
-#: died — kills every process carrying it (the watcher sparing itself until the end),
-#: then the group. The shells carry it too, not only the commands they start: a shell
-#: left alive would run the task's next command once its current one was killed.
-#: Chosen over the alternatives: PR_SET_CHILD_SUBREAPER makes the worker inherit the
-#: orphans, but they re-parent to init the moment the worker itself is SIGKILLed, the
-#: very case to cover; a cgroup needs a delegated cgroup v2 hierarchy that containers
-#: and CI runners mostly lack, and another process per task to create it. The marker
-#: costs nothing on a task's normal path (one more environment variable): /proc is
-#: scanned only when a task is killed. It names the variable, not its value, so a
-#: worker run inside a task keeps its parent's marker too. (A process that empties its
-#: own environment, `env -i`, escapes it.)
+#: cannot leave is their environment: the task's shell starts with a variable named for
+#: the task (``BUILDCTL_TASK_<agent>_<n>=1``) that everything it starts inherits, and
+#: whoever kills the task — the watcher with one `grep` over /proc/*/environ when the
+#: lifeline closes, the worker (``kill_marked``) on a timeout or a stop, `run exec` when
+#: a worker died — kills every process carrying it, then the group. The shell carries
+#: it too, not only the commands it starts: a shell left alive would run the task's next
+#: command once its current one was killed. Chosen over the alternatives:
+#: PR_SET_CHILD_SUBREAPER makes the worker inherit the orphans, but they re-parent to
+#: init the moment the worker itself is SIGKILLed, the very case to cover; a cgroup
+#: needs a delegated cgroup v2 hierarchy that containers and CI runners mostly lack, and
+#: another process per task to create it. The marker costs nothing on a task's normal
+#: path (one more environment variable): /proc is scanned only when a task is killed. It
+#: names the variable, not its value, so a worker run inside a task keeps its parent's
+#: marker too. (A process that empties its own environment, `env -i`, escapes it, but
+#: not its process group.)
 #:
-#: The guard traps SIGTERM and keeps waiting, so a stop's SIGTERM reaches the command and
-#: the grace period is the command's to use; the watcher ignores it (it must outlive
-#: the stop until the task is gone) and is SIGKILLed once the command ended.
-_GUARD = (
+#: A stop's SIGTERM reaches the task's shell and the command; the worker waits out the
+#: grace period for the shell, then SIGKILLs whatever is left.
+#:
+#: The watcher: `tail` keeps the last line the worker wrote — "MARKER PGID" (that task
+#: runs, as that process group; "-" before the group is known) or "-" (no task runs) —
+#: until the pipe closes; then every process carrying that marker is killed (looking
+#: again while any was found, as a process may fork between the look and the kill),
+#: then the group. A task that ended normally is left alone, as are its detached
+#: descendants.
+_WATCHER = (
     'exec 3<&0 0</dev/null; '
-    '( trap "" TERM; read _ <&3; read -r me _ </proc/self/stat; n=0; '
-    '  while p=$(grep -lzsxF {marker}=1 /proc/[0-9]*/environ); [ $n -lt 20 ]; do n=$((n+1)); k=; '
-    '    for f in $p; do f=${{f#/proc/}}; f=${{f%/environ}}; '
-    '      if [ "$f" != "$me" ] && kill -KILL "$f" 2>/dev/null; then k=1; fi; done; '
+    '( set -- $(tail -n 1 <&3) -; exec 3<&-; [ "$1" = - ] && exit 0; n=0; '
+    '  while p=$(grep -lzsxF "$1=1" /proc/[0-9]*/environ); [ $n -lt 20 ]; do n=$((n+1)); k=; '
+    '    for f in $p; do f=${f#/proc/}; f=${f%/environ}; if kill -KILL "$f" 2>/dev/null; then k=1; fi; done; '
     '    [ -n "$k" ] || break; done; '
-    '  kill -KILL 0 ) & watcher=$!; exec 3<&-; '
-    'trap : TERM; ( {body} ) & child=$!; '
-    'wait $child; rc=$?; while kill -0 $child 2>/dev/null; do wait $child; rc=$?; done; '
-    'kill -KILL $watcher 2>/dev/null; exit $rc')
+    '  [ "$2" = - ] || kill -KILL -"$2" 2>/dev/null ) & ')
+
+
+class Lifeline:
+    """The write end of a worker's lifeline and its watcher (see _WATCHER), started with
+    the first task. ``running``/``idle`` tell the watcher what to kill should this process
+    die; a watcher that is gone (killed by someone) is replaced at the next word."""
+
+    def __init__(self):
+        self._fd: int | None = None
+
+    def running(self, marker: str, pgid: int | None = None) -> None:
+        self._say(f"{marker} {pgid if pgid is not None else '-'}\n")
+
+    def idle(self) -> None:
+        self._say("-\n")
+
+    def _say(self, line: str) -> None:
+        for _attempt in range(2):
+            if self._fd is None:
+                self._fd = self._start_watcher()
+            try:
+                os.write(self._fd, line.encode())
+                return
+            except BrokenPipeError:
+                os.close(self._fd)
+                self._fd = None
+        raise OSError(f"the task watcher of worker {os.getpid()} cannot be started")
+
+    @staticmethod
+    def _start_watcher() -> int:
+        # The write end stays here, unshared (pipes are close-on-exec), so it closes exactly
+        # when this process ends; the read end is the watcher's alone, so that writing to a
+        # watcher that is gone fails instead of filling the pipe.
+        read_end, write_end = os.pipe()
+        try:
+            subprocess.run(["/bin/sh", "-c", _WATCHER], stdin=read_end, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True, check=True)
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        return write_end
 
 
 def task_marker(instance_id: str, n: int) -> str:
@@ -120,10 +176,18 @@ def agent_marker(instance_id: str) -> str:
     return f"BUILDCTL_TASK_{instance_id}_"
 
 
-def guarded_argv(command: str | list[str], marker: str) -> list[str]:
-    body = 'eval "$1"' if isinstance(command, str) else 'exec "$@"'
-    rest = [command] if isinstance(command, str) else list(command)
-    return ["/bin/sh", "-c", _GUARD.format(body=body, marker=marker), "buildctl-task", *rest]
+def task_argv(command: str | list[str]) -> list[str]:
+    """A task's command line for the shell; a supervised argv through the shell's `exec "$@"`,
+    so that one that cannot run says why on stderr, as the shell says it."""
+    if isinstance(command, str):
+        return ["/bin/sh", "-c", command, "buildctl-task"]
+    return ["/bin/sh", "-c", 'exec "$@"', "buildctl-task", *command]
+
+
+def environment() -> dict[bytes, bytes]:
+    """This process's environment, encoded once: a task's is this plus its marker (encoding
+    os.environ anew for every task cost ~0.1 ms)."""
+    return {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
 
 
 def marked_pids(prefix: str) -> list[int]:
@@ -144,7 +208,7 @@ def marked_pids(prefix: str) -> list[int]:
 
 
 def kill_marked(prefix: str, sig: int = signal.SIGKILL, *, besides_group: int | None = None) -> None:
-    """Send ``sig`` to every process marked ``prefix`` (see _GUARD), but for members of the
+    """Send ``sig`` to every process marked ``prefix`` (see _WATCHER), but for members of the
     process group ``besides_group`` (signalled as a group already: a second SIGTERM may
     mean "hurry" to a program). With SIGKILL, look again until none is left (a process
     may fork between the look and the kill; a killed one soon shows an empty
@@ -164,15 +228,17 @@ def kill_marked(prefix: str, sig: int = signal.SIGKILL, *, besides_group: int | 
 class Child:
     """The task's process, in its own process group so that stopping it stops its children too."""
 
-    def __init__(self, command: str | list[str], cwd: str | None, grace_s: float, *, lifeline: int, marker: str,
-                 passthrough: bool = False, spool: tuple | None = None):
-        """``lifeline``: the read end of the worker's lifeline pipe; ``marker``: the task's
-        environment marker (see _GUARD); ``spool``: two files to take the task's stdout
-        and stderr (their tails are read afterwards: no pipes, no reader threads, bounded
-        memory); ``passthrough``: echo the output live instead (pipes drained by two
-        threads that keep the tails)."""
+    def __init__(self, command: str | list[str], cwd: str | None, grace_s: float, *, lifeline: Lifeline,
+                 marker: str, env: dict[bytes, bytes], passthrough: bool = False, spool: tuple | None = None):
+        """``lifeline``: the worker's (told about this task before it starts, and once it
+        has ended); ``marker``: the task's environment marker (see _WATCHER); ``env``: the
+        environment (``environment()``) the marker is added to; ``spool``: two files to
+        take the task's stdout and stderr (their tails are read afterwards: no pipes, no
+        reader threads, bounded memory); ``passthrough``: echo the output live instead
+        (pipes drained by two threads that keep the tails)."""
         self.grace_s = grace_s
         self.marker = marker
+        self.lifeline = lifeline
         self.started = time.monotonic()
         self.spool = None if passthrough else spool
         if self.spool is not None:
@@ -180,10 +246,18 @@ class Child:
                 f.seek(0)
                 f.truncate()
         out, err = self.spool if self.spool is not None else (subprocess.PIPE, subprocess.PIPE)
-        self.proc = subprocess.Popen(
-            guarded_argv(command, marker), cwd=cwd, stdin=lifeline, env={**os.environ, marker: "1"},
-            stdout=out, stderr=err, start_new_session=True,
-        )
+        # Told before the start: should this process die before the next word, the
+        # watcher still finds the task by its marker.
+        lifeline.running(marker)
+        try:
+            self.proc = subprocess.Popen(
+                task_argv(command), cwd=cwd, stdin=subprocess.DEVNULL, env={**env, marker.encode(): b"1"},
+                stdout=out, stderr=err, start_new_session=True,
+            )
+        except BaseException:
+            lifeline.idle()
+            raise
+        lifeline.running(marker, self.proc.pid)
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.stdout_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._readers = []
@@ -246,6 +320,7 @@ class Child:
                 self.terminate(reason)
                 code = self.proc.wait()
                 break
+        self.lifeline.idle()
         self._close_watch()
         for t in self._readers:
             t.join(timeout=2)
@@ -277,7 +352,7 @@ class Child:
 
     def terminate(self, reason: str) -> None:
         """SIGTERM to the task's processes (its group and the detached ones), the grace
-        period (the guard waits for the command), then SIGKILL to whatever is left."""
+        period (for the task's shell), then SIGKILL to whatever is left."""
         if self.killed_reason is None:
             self.killed_reason = reason
         self._signal(signal.SIGTERM)
@@ -323,9 +398,8 @@ class Worker:
         self.next_recovery = 0.0  # monotonic time of the next look for stale peers
         self.hb_stop = threading.Event()
         self.hb_thread: threading.Thread | None = None
-        # The read end goes to every task's guard; the write end stays here, unshared
-        # (pipes are close-on-exec), so it closes exactly when this process ends.
-        self.lifeline, self._lifeline_w = os.pipe()
+        self.lifeline = Lifeline()
+        self.task_env = environment()
         # Where each task's stdout and stderr go (rewound per task; only the tails are read).
         import tempfile
 
@@ -558,7 +632,7 @@ class Worker:
             self.hb_thread.start()
             try:
                 child = Child(argv, None, self._grace_s(), passthrough=True, lifeline=self.lifeline,
-                              marker=self._next_marker())
+                              marker=self._next_marker(), env=self.task_env)
             except OSError as exc:
                 code, elapsed, error, killed = (127 if isinstance(exc, FileNotFoundError) else 126), 0.0, \
                     f"cannot run {argv[0]}: {exc.strerror or exc}", None
@@ -736,7 +810,7 @@ class Worker:
 
     def _run_child(self, command: str, timeout_s: float) -> tuple[int, float, str, str | None]:
         child = Child(command, self.opts.repo, self._grace_s(), lifeline=self.lifeline, marker=self._next_marker(),
-                      spool=self.spool)
+                      env=self.task_env, spool=self.spool)
         with self.lock:
             self.child = child
         try:
