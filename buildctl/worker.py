@@ -38,6 +38,8 @@ from buildctl.errors import BuildctlError, Conflict, DatabaseError, InvalidInput
 STDERR_TAIL_LINES = 20
 #: An idle worker looks for stale peers of its run at most this often (SPEC §4's lease).
 RECOVERY_INTERVAL_S = 1.0
+#: A worker's connection checkpoints the WAL at most this often (storage.pace_checkpoints).
+CHECKPOINT_PACE_S = 1.0
 
 
 class Options:
@@ -383,6 +385,7 @@ class Worker:
         self.opts = opts
         self.execution_id = opts.execution_id  # the full id once spawn has resolved a prefix
         self.db = storage.connect(location)
+        self.db.pace_checkpoints(CHECKPOINT_PACE_S)
         self.instance_id: str | None = None
         self.config: dict = {}
         self.terms = 0  # SIGTERMs received
