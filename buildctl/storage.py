@@ -286,6 +286,13 @@ class Database:
         a commit at most every ``every_s`` instead of the engine's own rhythm (SQLite: after
         every commit once the WAL holds 1000 pages; PostgreSQL: nothing to pace)."""
 
+    def queue_writes(self) -> None:
+        """For a connection that writes in a tight loop beside others doing the same (a run's
+        workers): its write transactions take their turn in a queue the kernel keeps, and
+        start the moment the previous one ends (SQLite; PostgreSQL's lock waits queue
+        already). Connections that do not queue wait as before and exclude queued ones as
+        before."""
+
     def optimize(self, tables: tuple[str, ...]) -> list[str]:
         """After deleting many rows of ``tables``: refresh the planner's statistics, bounded
         so it holds no lock for long; returns what it did, for people."""
@@ -310,6 +317,8 @@ class SQLiteDatabase(Database):
     #: ``pace_checkpoints``: the pace, and when the next checkpoint is due (time.monotonic()).
     _checkpoint_every: float | None = None
     _next_checkpoint = 0.0
+    #: ``queue_writes``: the descriptor of the queue's lock file.
+    _queue: int | None = None
 
     def __init__(self, conn: sqlite3.Connection, location: str):
         self.conn = conn
@@ -340,6 +349,25 @@ class SQLiteDatabase(Database):
         if now >= self._next_checkpoint:
             self._next_checkpoint = now + self._checkpoint_every
             self.checkpoint()
+
+    def queue_writes(self) -> None:
+        # SQLite's busy handler polls for the lock after 1, 2, 5, 10, 15 ms...: with eight
+        # workers committing back to back, a waiting one slept past the moment the lock
+        # freed, and the lock stood idle while others waited (measured: 30-45 ms of a 0.8 s
+        # run). A queued connection first takes an exclusive flock on a file beside the
+        # database, in which the kernel wakes a waiter the moment the holder lets go, then
+        # BEGIN IMMEDIATE. The flock dies with its process; where the file cannot be
+        # made (a read-only folder), the connection keeps SQLite's waiting.
+        try:
+            self._queue = os.open(self.location + ".writers.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            self._queue = None
+
+    def close(self) -> None:
+        if self._queue is not None:
+            os.close(self._queue)
+            self._queue = None
+        self.conn.close()
 
     def optimize(self, tables: tuple[str, ...]) -> list[str]:
         """``PRAGMA optimize`` (a bounded ANALYZE), then the WAL copied into the database and,
@@ -374,18 +402,29 @@ class SQLiteDatabase(Database):
 
     @contextmanager
     def write(self) -> Iterator["SQLiteDatabase"]:
-        """One short write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One short write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any error
+        (after its turn in the writers' queue, for a connection that ``queue_writes``)."""
+        if self._queue is not None:
+            import fcntl
+
+            fcntl.flock(self._queue, fcntl.LOCK_EX)
         try:
-            yield self
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
-            if self._checkpoint_every is not None:
-                self._paced_checkpoint()
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+        finally:
+            if self._queue is not None:
+                import fcntl
+
+                fcntl.flock(self._queue, fcntl.LOCK_UN)
+        if self._checkpoint_every is not None:
+            self._paced_checkpoint()
 
     def check_writable(self) -> None:
         """Raise DatabaseError now when the file cannot be written (read-only file or file
