@@ -263,6 +263,19 @@ class _Spawned:
         return self.returncode
 
 
+def spool_file():
+    """An anonymous temporary file: what tempfile.TemporaryFile makes on Linux (O_TMPFILE in
+    $TMPDIR, $TEMP, $TMP or /tmp), without importing tempfile (~6 ms of a worker's start);
+    tempfile itself where that fails."""
+    folder = os.environ.get("TMPDIR") or os.environ.get("TEMP") or os.environ.get("TMP") or "/tmp"
+    try:
+        return os.fdopen(os.open(folder, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0o600), "w+b")
+    except (AttributeError, OSError):
+        import tempfile
+
+        return tempfile.TemporaryFile()
+
+
 def _is_cwd(folder: str) -> bool:
     try:
         return os.path.samefile(folder, ".")
@@ -475,9 +488,7 @@ class Worker:
         self.task_cwd = opts.repo if opts.repo and not _is_cwd(opts.repo) else None
         keep_descriptors()
         # Where each task's stdout and stderr go (rewound per task; only the tails are read).
-        import tempfile
-
-        self.spool = (tempfile.TemporaryFile(), tempfile.TemporaryFile())
+        self.spool = (spool_file(), spool_file())
 
     # ------------------------------------------------------------------ signals
     def _on_term(self, signum, frame) -> None:
