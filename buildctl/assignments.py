@@ -50,11 +50,12 @@ _RELEASED_AS = {"retry": "pending", "failed": "failed", "skipped": "skipped"}
 _LOAD = """
 SELECT a.id AS assignment_id, a.status, a.instance_id, a.wave_id, a.task_id, a.assigned_at,
        w.wave_number, w.execution_id, r.status AS run_status, r.task_list_id,
-       t.display_id, t.title, t.command, t.validate_command, t.timeout_s
+       t.display_id, t.title, t.command, t.validate_command, t.timeout_s, b.status AS agent_status
 FROM wave_task_assignments a
 JOIN parallel_execution_waves w ON w.wave_id = a.wave_id
 JOIN task_list_execution_runs r ON r.execution_id = w.execution_id
 JOIN tasks t ON t.id = a.task_id
+LEFT JOIN build_agent_instances b ON b.instance_id = a.instance_id
 WHERE a.id = ?
 """
 
@@ -532,11 +533,10 @@ def complete_and_claim(db: Database, assignment_id: Any, *, instance_id: str,
         _require_held(row, instance_id, "complete")
         done = _complete(db, row, context)
         claim = None
-        agent_status = db.scalar("SELECT status FROM build_agent_instances WHERE instance_id = ?", (instance_id,))
-        if agent_status not in AGENT_OUT:
+        if row["agent_status"] not in AGENT_OUT:  # the holder is instance_id (_require_held)
             outlook = _outlook(db, row["execution_id"], lock=True)
             if outlook.pick is not None:
-                claim = _hand_out(db, outlook.pick, row["execution_id"], instance_id, agent_status, start=True,
+                claim = _hand_out(db, outlook.pick, row["execution_id"], instance_id, row["agent_status"], start=True,
                                   context=None)
         if claim is None:
             _agent_released(db, instance_id, row["task_id"])

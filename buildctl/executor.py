@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -139,7 +138,9 @@ class _Pool:
             agent_id = agents.spawn(self.db, self.execution_id, config=self.config)
         except Conflict:
             return False  # the run ended (or was cancelled) meanwhile
-        stderr = tempfile.TemporaryFile()
+        from buildctl.worker import spool_file
+
+        stderr = spool_file()
         # Their own session: a Ctrl-C (or a terminal's SIGHUP) reaches only us, and we
         # cancel the run cleanly.
         proc = subprocess.Popen(worker_command(self.execution_id, agent_id, repo=self.repo, checkpoints=self.checkpoints),

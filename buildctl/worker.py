@@ -313,8 +313,9 @@ class Child:
         self.spool = None if passthrough else spool
         if self.spool is not None:
             for f in self.spool:
-                f.seek(0)
-                f.truncate()
+                if os.fstat(f.fileno()).st_size:  # most tasks write nothing: no rewind needed
+                    f.seek(0)
+                    f.truncate()
         argv, task_env = task_argv(command), {**env, marker.encode(): b"1"}
         # Told before the start: should this process die before the next word, the
         # watcher still finds the task by its marker.
@@ -350,10 +351,10 @@ class Child:
     @staticmethod
     def _tail_of(f, tail) -> None:
         """The last lines of a spool file (only its last 16 KiB are read)."""
-        f.flush()
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(0, size - 16384))
-        lines = f.read().decode("utf-8", "replace").splitlines()
+        size = os.fstat(f.fileno()).st_size  # the task wrote through its own descriptor
+        if not size:
+            return
+        lines = os.pread(f.fileno(), 16384, max(0, size - 16384)).decode("utf-8", "replace").splitlines()
         if size > 16384 and lines:
             lines = lines[1:]  # the first one is cut
         tail.extend(lines[-STDERR_TAIL_LINES:])
