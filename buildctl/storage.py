@@ -185,6 +185,21 @@ def query_text(name: str, dialect: SQLite | Postgres = SQLITE) -> str:
 _default_sql_dir = sql_dir
 
 
+def sql_statements(text: str) -> Iterator[str]:
+    """The statements of an SQLite script, in order: each ends at a ';' that SQLite's own
+    tokenizer (sqlite3.complete_statement) says completes it, so a ';' inside a string, a
+    comment or a trigger's body ends nothing."""
+    start, end = 0, text.find(";")
+    while end != -1:
+        if sqlite3.complete_statement(text[start:end + 1]):
+            if text[start:end + 1].strip():
+                yield text[start:end + 1]
+            start = end + 1
+        end = text.find(";", end + 1)
+    if text[start:].strip():
+        yield text[start:]
+
+
 # --------------------------------------------------------------------------- connection
 
 class Database:
@@ -391,12 +406,12 @@ class SQLiteDatabase(Database):
 
     def executescript(self, text: str) -> None:
         """Run every statement of ``text`` inside the open transaction (no implicit COMMIT)."""
-        import sqlite_utils  # not on the hot path: only migrate needs it
-
-        # sqlite-utils runs a script statement by statement, instead of
-        # sqlite3.executescript's implicit COMMIT, so a file stays atomic.
+        # Statement by statement, instead of sqlite3.executescript's implicit COMMIT, so a
+        # file stays atomic. (sqlite-utils did the same, but importing it and its
+        # character-by-character splitting were most of a first `migrate`: ~90 ms.)
         try:
-            sqlite_utils.Database(self.conn, execute_plugins=False).executescript(text)
+            for statement in sql_statements(text):
+                self.conn.execute(statement)
         except sqlite3.Error as exc:
             raise DatabaseError(str(exc)) from exc
 
