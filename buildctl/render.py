@@ -322,6 +322,14 @@ def key_values(pairs: list[tuple[str, Any]], title: str | None = None):
     return grid
 
 
+def warm_up() -> None:
+    """Import what drawing a table needs now, ahead of the moment it is drawn (run exec
+    does it in a thread while its workers run)."""
+    import rich.console  # noqa: F401
+    import rich.table  # noqa: F401
+    import rich.text  # noqa: F401
+
+
 def show(*renderables) -> None:
     c = console()
     for r in renderables:
