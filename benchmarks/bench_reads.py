@@ -12,8 +12,8 @@ For ``waves``, ``log tail -n 500``, ``agent stale`` and ``run show`` it measures
 time of the CLI (one process per call, as people type it) and the in-process domain call,
 and for the B.8 named queries (sql/queries/) the query alone. The baseline of each large-
 database figure is the same figure on the small database, measured round-robin in the same
-run; budget: ratio ≤ 1.3. The small-database CLI times are also held against the
-"every other command ≤ 350 ms" budget, beside ``python -c pass``.
+run; budget: ratio ≤ 1.3. (The "every other command ≤ 350 ms" budget is figure 2b,
+bench_commands.py, which measures every command on a small database.)
 
 Then ``EXPLAIN QUERY PLAN`` of each B.8 query on the large database, before and after
 ``ANALYZE`` (what gc's ``PRAGMA optimize`` may do): any full SCAN of a table with
@@ -32,7 +32,6 @@ import common  # noqa: E402
 
 FIGURE = "2. read latency"
 RATIO_BUDGET = 1.3
-COMMAND_BUDGET_MS = 350.0
 SMALL_RUNS = 5
 LARGE_RUNS, QUICK_RUNS = 1000, 100
 #: A table this big (in the large database) must be reached by an index, never SCANned whole.
@@ -112,7 +111,6 @@ def run(quick: bool = False) -> list[dict]:
         e = common.env(db)
         for name, argv in cli(db, shape).items():
             cases[(name, label)] = (lambda argv=argv, e=e: common.run_timed(argv, e))
-    cases[("python -c pass", "-")] = lambda: common.run_timed([common.python(), "-c", "pass"], common.env())
     common.log(f"reads: CLI, {rounds} rounds of {len(cases)} commands")
     cli_times = common.time_round_robin(cases, rounds, warmup)
 
@@ -152,7 +150,6 @@ def run(quick: bool = False) -> list[dict]:
         db.close()
 
     results = []
-    base_py = common.median(cli_times[("python -c pass", "-")])
     for (name, label), xs in cli_times.items():
         if label != "large":
             continue
@@ -205,15 +202,6 @@ def run(quick: bool = False) -> list[dict]:
             f"{name} {after_ms[name]:.3f} ms ({common.median(in_times[(name + '.sql (query)', 'large')]):.3f})"
             for name in B8),
         plans={"before ANALYZE": plans, "after ANALYZE": plans_after}))
-    # The absolute budget of SPEC §7 for commands people type, on the small database.
-    for (name, label), xs in cli_times.items():
-        if label != "small":
-            continue
-        med = common.median(xs)
-        results.append(common.result(
-            f"{name} (CLI), small db", med, "ms", baseline="python -c pass", baseline_value=base_py, samples=xs,
-            budget=f"<= {COMMAND_BUDGET_MS:.0f} ms", met=med <= COMMAND_BUDGET_MS,
-            figure="2b. command latency (small db)"))
     return results
 
 

@@ -12,6 +12,7 @@ Benchmarks, in order (``--only`` takes their names):
 
   hotpath   1. write hot path per call vs ``python -c pass``, sqlite3 CLI, sqlite-utils insert
   reads     2. waves / log tail / agent stale / run show: large vs small database; EXPLAIN QUERY PLAN
+  commands  2b. every command (and every --help) on a small database vs the 350 ms budget
   planning  3. wave planning of 10,000 tasks / 50,000 dependencies vs a Kahn topological sort
   gc        4. gc rows/s on millions of expired heartbeats, a concurrent writer's waits, per batch size
   writers   5. 32 concurrent writer processes: rows/s, errors, lost rows
@@ -51,6 +52,7 @@ import common  # noqa: E402
 BENCHMARKS = {
     "hotpath": ("bench_hotpath", "1. write hot path"),
     "reads": ("bench_reads", "2. read latency"),
+    "commands": ("bench_commands", "2b. command start-up (small db)"),
     "planning": ("bench_planning", "3. wave planning"),
     "gc": ("bench_gc", "4. gc throughput"),
     "writers": ("bench_writers", "5. 32 concurrent writers"),

@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
 
 from buildctl import jsonstrict
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - annotations only: typing and dataclasses cost ~10 ms at import
+    from typing import Any, Callable, Iterable
 
 #: Colors by status, shared by runs, waves, assignments, agents, tasks and log events.
 STATUS_STYLES = {
@@ -172,19 +174,24 @@ def progress_bar(done: int, total: int, width: int = 20, failed: int = 0):
     return bar
 
 
-@dataclass(frozen=True)
 class Column:
-    key: str
-    header: str
-    #: "text" folds to fit; "status" (colored by STATUS_STYLES), "time" (a shortened
-    #: timestamp), "id" and "number" are never broken across lines.
-    kind: str = "text"
-    justify: str = "left"
-    fmt: Callable[[dict], Any] | None = None
-    max_width: int | None = None
-    #: When the table is wider than the terminal, columns with a ``drop`` rank are left
-    #: out, lowest rank first, until it fits (as `gh` does); None: always shown.
-    drop: int | None = None
+    """One column of a table: ``key`` of each row, under ``header``."""
+
+    __slots__ = ("key", "header", "kind", "justify", "fmt", "max_width", "drop")
+
+    def __init__(self, key: str, header: str, kind: str = "text", justify: str = "left",
+                 fmt: Callable[[dict], Any] | None = None, max_width: int | None = None, drop: int | None = None):
+        self.key = key
+        self.header = header
+        #: "text" folds to fit; "status" (colored by STATUS_STYLES), "time" (a shortened
+        #: timestamp), "id" and "number" are never broken across lines.
+        self.kind = kind
+        self.justify = justify
+        self.fmt = fmt
+        self.max_width = max_width
+        #: When the table is wider than the terminal, columns with a ``drop`` rank are left
+        #: out, lowest rank first, until it fits (as `gh` does); None: always shown.
+        self.drop = drop
 
     @property
     def whole(self) -> bool:
@@ -313,6 +320,14 @@ def key_values(pairs: list[tuple[str, Any]], title: str | None = None):
 
         return Panel(grid, title=title, title_align="left", expand=False)
     return grid
+
+
+def warm_up() -> None:
+    """Import what drawing a table needs now, ahead of the moment it is drawn (run exec
+    does it in a thread while its workers run)."""
+    import rich.console  # noqa: F401
+    import rich.table  # noqa: F401
+    import rich.text  # noqa: F401
 
 
 def show(*renderables) -> None:

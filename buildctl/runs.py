@@ -8,12 +8,15 @@ Domain functions return plain data and never print. Each write is one short
 from __future__ import annotations
 
 import os
-from buildctl import assignments, execlog, ids, jsonstrict, planning, resolve, tasklists
+from buildctl import assignments, execlog, jsonstrict, resolve
 from buildctl.errors import Conflict, InvalidInput, NotFound, UsageError
 from buildctl.states import (ASSIGNMENT_HELD, RUN_ACTIVE, RUN_GOING, RUN_STATUSES, TRIGGERS, WAVE_OPEN,
                              sql_list)
 from buildctl.storage import Database
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from buildctl import planning
 
 
 def _looks_like_file(value: str) -> bool:
@@ -23,13 +26,20 @@ def _looks_like_file(value: str) -> bool:
 # --------------------------------------------------------------------------- start
 
 def start_run(db: Database, list_or_file: str, *, triggered_by: str = "user",
-              threshold: float = planning.DEFAULT_THRESHOLD) -> dict:
-    """Create a run of a task list (importing a task-list FILE first) and plan its waves.
+              threshold: float | None = None) -> dict:
+    """Create a run of a task list (importing a task-list FILE first) and plan its waves
+    (file conflicts above ``threshold``, planning.DEFAULT_THRESHOLD by default).
 
     Given a file, an unchanged re-import of the same file reuses the newest list
     imported from it, so that run numbers continue; a changed file becomes a new list.
     A second run of a list plans only its tasks that are not completed yet.
     """
+    # Only starting a run plans or reads a list: the other run commands (and run exec,
+    # whose start-up is part of every run) do without their imports (~15 ms).
+    from buildctl import planning, tasklists
+
+    if threshold is None:
+        threshold = planning.DEFAULT_THRESHOLD
     if triggered_by not in TRIGGERS:
         raise UsageError(f"invalid --triggered-by {triggered_by!r}: expected one of {', '.join(TRIGGERS)}")
     try:
@@ -66,6 +76,8 @@ def start_run(db: Database, list_or_file: str, *, triggered_by: str = "user",
 
 
 def _plan_and_insert(db: Database, list_id: str, *, triggered_by: str, threshold: float, imported: bool) -> dict:
+    from buildctl import ids, planning
+
     lst = db.one("SELECT id, name, status, max_parallel_agents FROM task_lists_v2 WHERE id = ?", (list_id,))
     if lst["status"] == "archived":
         raise Conflict(f"task list {list_id} ({lst['name']}) is archived")

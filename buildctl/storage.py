@@ -184,6 +184,21 @@ def query_text(name: str, dialect: SQLite | Postgres = SQLITE) -> str:
 _default_sql_dir = sql_dir
 
 
+def sql_statements(text: str) -> Iterator[str]:
+    """The statements of an SQLite script, in order: each ends at a ';' that SQLite's own
+    tokenizer (sqlite3.complete_statement) says completes it, so a ';' inside a string, a
+    comment or a trigger's body ends nothing."""
+    start, end = 0, text.find(";")
+    while end != -1:
+        if sqlite3.complete_statement(text[start:end + 1]):
+            if text[start:end + 1].strip():
+                yield text[start:end + 1]
+            start = end + 1
+        end = text.find(";", end + 1)
+    if text[start:].strip():
+        yield text[start:]
+
+
 # --------------------------------------------------------------------------- connection
 
 class Database:
@@ -283,6 +298,18 @@ class Database:
         """After a big write: move what the engine keeps aside back into place, without
         waiting for anyone (SQLite: a PASSIVE WAL checkpoint; PostgreSQL does its own)."""
 
+    def pace_checkpoints(self, every_s: float) -> None:
+        """For a connection that commits many small transactions (a worker): checkpoint after
+        a commit at most every ``every_s`` instead of the engine's own rhythm (SQLite: after
+        every commit once the WAL holds 1000 pages; PostgreSQL: nothing to pace)."""
+
+    def queue_writes(self) -> None:
+        """For a connection that writes in a tight loop beside others doing the same (a run's
+        workers): its write transactions take their turn in a queue the kernel keeps, and
+        start the moment the previous one ends (SQLite; PostgreSQL's lock waits queue
+        already). Connections that do not queue wait as before and exclude queued ones as
+        before."""
+
     def optimize(self, tables: tuple[str, ...]) -> list[str]:
         """After deleting many rows of ``tables``: refresh the planner's statistics, bounded
         so it holds no lock for long; returns what it did, for people."""
@@ -304,6 +331,11 @@ class SQLiteDatabase(Database):
     half-way."""
 
     sql = SQLITE
+    #: ``pace_checkpoints``: the pace, and when the next checkpoint is due (time.monotonic()).
+    _checkpoint_every: float | None = None
+    _next_checkpoint = 0.0
+    #: ``queue_writes``: the descriptor of the queue's lock file.
+    _queue: int | None = None
 
     def __init__(self, conn: sqlite3.Connection, location: str):
         self.conn = conn
@@ -317,6 +349,42 @@ class SQLiteDatabase(Database):
         # batch long, so that writers' commits never cross wal_autocheckpoint and pay for
         # copying gc's pages into the database.
         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    def pace_checkpoints(self, every_s: float) -> None:
+        # SQLite's automatic checkpoint runs after any commit that leaves 1000 pages or
+        # more in the WAL, and the WAL starts over only when no reader is using it: under a
+        # steady stream of transactions (a run's workers) it never does, so every commit
+        # paid a checkpoint attempt and its two fsyncs (84 of a 500-task run's commits took
+        # 3-13 ms). A paced connection checkpoints (PASSIVE: it never waits) after a commit
+        # at most every ``every_s``; the others keep SQLite's rhythm.
+        self.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._checkpoint_every = every_s
+        self._next_checkpoint = time.monotonic() + every_s
+
+    def _paced_checkpoint(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_checkpoint:
+            self._next_checkpoint = now + self._checkpoint_every
+            self.checkpoint()
+
+    def queue_writes(self) -> None:
+        # SQLite's busy handler polls for the lock after 1, 2, 5, 10, 15 ms...: with eight
+        # workers committing back to back, a waiting one slept past the moment the lock
+        # freed, and the lock stood idle while others waited (measured: 30-45 ms of a 0.8 s
+        # run). A queued connection first takes an exclusive flock on a file beside the
+        # database, in which the kernel wakes a waiter the moment the holder lets go, then
+        # BEGIN IMMEDIATE. The flock dies with its process; where the file cannot be
+        # made (a read-only folder), the connection keeps SQLite's waiting.
+        try:
+            self._queue = os.open(self.location + ".writers.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            self._queue = None
+
+    def close(self) -> None:
+        if self._queue is not None:
+            os.close(self._queue)
+            self._queue = None
+        self.conn.close()
 
     def optimize(self, tables: tuple[str, ...]) -> list[str]:
         """``PRAGMA optimize`` (a bounded ANALYZE), then the WAL copied into the database and,
@@ -340,27 +408,40 @@ class SQLiteDatabase(Database):
 
     def executescript(self, text: str) -> None:
         """Run every statement of ``text`` inside the open transaction (no implicit COMMIT)."""
-        import sqlite_utils  # not on the hot path: only migrate needs it
-
-        # sqlite-utils runs a script statement by statement, instead of
-        # sqlite3.executescript's implicit COMMIT, so a file stays atomic.
+        # Statement by statement, instead of sqlite3.executescript's implicit COMMIT, so a
+        # file stays atomic. (sqlite-utils did the same, but importing it and its
+        # character-by-character splitting were most of a first `migrate`: ~90 ms.)
         try:
-            sqlite_utils.Database(self.conn, execute_plugins=False).executescript(text)
+            for statement in sql_statements(text):
+                self.conn.execute(statement)
         except sqlite3.Error as exc:
             raise DatabaseError(str(exc)) from exc
 
     @contextmanager
     def write(self) -> Iterator["SQLiteDatabase"]:
-        """One short write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One short write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any error
+        (after its turn in the writers' queue, for a connection that ``queue_writes``)."""
+        if self._queue is not None:
+            import fcntl
+
+            fcntl.flock(self._queue, fcntl.LOCK_EX)
         try:
-            yield self
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+        finally:
+            if self._queue is not None:
+                import fcntl
+
+                fcntl.flock(self._queue, fcntl.LOCK_UN)
+        if self._checkpoint_every is not None:
+            self._paced_checkpoint()
 
     def check_writable(self) -> None:
         """Raise DatabaseError now when the file cannot be written (read-only file or file

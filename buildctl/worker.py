@@ -16,7 +16,7 @@ whose agent was marked stuck (by a peer, or because its task made no progress) s
 While it waits for work, a worker also recovers its run's stale peers (the lease of
 SPEC §4): a worker that died with nobody to notice has its task handed back once its
 heartbeats are older than staleAfterMs. The task's processes die with their worker,
-detached ones included (see _GUARD).
+detached ones included (see _WATCHER).
 
 Stdlib only at module level: `run exec` starts workers as `buildctl agent work EXEC --agent ID`, which comes here without Typer.
 """
@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import collections
 import os
+import select
 import signal
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 from buildctl import agents, agentstate, assignments, execlog, exitcodes, ids, states, storage
 from buildctl.errors import BuildctlError, Conflict, ConnectionLost, DatabaseError, InvalidInput, NotFound, UsageError
@@ -39,75 +38,162 @@ from buildctl.errors import BuildctlError, Conflict, ConnectionLost, DatabaseErr
 STDERR_TAIL_LINES = 20
 #: An idle worker looks for stale peers of its run at most this often (SPEC §4's lease).
 RECOVERY_INTERVAL_S = 1.0
+#: A worker's connection checkpoints the WAL at most this often (storage.pace_checkpoints):
+#: often enough that the WAL left to copy when the run's last connection closes is small
+#: (that copy is part of run exec's end: ~50 ms at 1 s, ~18 ms at 0.25 s, on 500 no-op tasks).
+CHECKPOINT_PACE_S = 0.25
 
 
-@dataclass
 class Options:
-    execution_id: str
-    #: Work as this registered agent instead of registering one (`run exec` registers
-    #: its workers' agents itself, so that it knows whose worker died).
-    agent_id: str | None = None
-    repo: str | None = None
-    checkpoints: bool = False
-    max_tasks: int | None = None
-    config: dict | None = None
-    #: While the barrier holds: how often to look for a commit by anyone, and how long
-    #: to go without one before looking at the run again anyway.
-    poll_min_s: float = 0.005
-    poll_max_s: float = 1.0
+    """How `agent work` (or `agent spawn -- CMD`) works. (Plain classes, not dataclasses:
+    importing dataclasses costs a worker ~8 ms of its start, and `run exec` starts many.)"""
+
+    def __init__(self, execution_id: str, *, agent_id: str | None = None, repo: str | None = None,
+                 checkpoints: bool = False, max_tasks: int | None = None, config: dict | None = None,
+                 poll_min_s: float = 0.005, poll_max_s: float = 1.0):
+        self.execution_id = execution_id
+        #: Work as this registered agent instead of registering one (`run exec` registers
+        #: its workers' agents itself, so that it knows whose worker died).
+        self.agent_id = agent_id
+        self.repo = repo
+        self.checkpoints = checkpoints
+        self.max_tasks = max_tasks
+        self.config = config
+        #: While the barrier holds: how often to look for a commit by anyone, and how long
+        #: to go without one before looking at the run again anyway.
+        self.poll_min_s = poll_min_s
+        self.poll_max_s = poll_max_s
 
 
-@dataclass
 class Outcome:
-    instance_id: str
-    tasks_run: int = 0
-    completed: int = 0
-    failed: int = 0
-    reason: str = ""
-    exit_code: int = 0
+    """What a worker did, for its last line and its exit code."""
+
+    def __init__(self, instance_id: str):
+        self.instance_id = instance_id
+        self.tasks_run = 0
+        self.completed = 0
+        self.failed = 0
+        self.reason = ""
+        self.exit_code = 0
 
 
-#: The task runs under a guard shell, the leader of its own process group, with a
-#: watcher that blocks reading the worker's lifeline pipe. The worker holds the only
-#: write end: when it dies, even by SIGKILL, the kernel closes it, the read sees EOF
-#: and the watcher kills the task's processes, so a task whose agent is declared dead
-#: cannot keep running beside its retry. The command itself runs in a background
-#: subshell whose exit status `wait` passes through. (A pipe instead of
-#: prctl(PR_SET_PDEATHSIG): that needs a preexec_fn, which costs ~3 ms a task.)
-#: The lifeline arrives as the guard's stdin; the command gets /dev/null, as before.
+#: A task runs as `sh -c COMMAND` (nothing between the worker and the task's shell), the
+#: leader of its own session and process group, watched through the worker's lifeline:
+#: a pipe whose only write end the worker holds, read by one watcher process per worker
+#: (``Lifeline``, _WATCHER). The worker keeps, in a small file it shares with the watcher,
+#: which task runs (its marker and process group) or that none does; when the worker dies,
+#: even by SIGKILL, the kernel closes the write end, the watcher's read returns and it
+#: kills the task that was running, so a task whose agent is declared dead cannot keep
+#: running beside its retry. (A pipe instead of prctl(PR_SET_PDEATHSIG): that needs a
+#: preexec_fn, which costs ~3 ms a task, and covers only the direct child. One watcher
+#: per worker instead of a guard shell and a watcher per task: that was two more
+#: processes a task, 0.4 ms of CPU and 1 ms of latency on a no-op task. The state in a
+#: file written in place instead of lines down the pipe: a watcher woken three times a
+#: task cost ~40 us of CPU a wake-up.) The watcher lives in a session of its own and is
+#: not the worker's child (a shell starts it in the background and exits), so that
+#: nothing that signals the worker or its group reaches it.
 #:
 #: Detached descendants (`setsid`, a double fork) leave the process group and
 #: re-parent to init, so neither the group nor the process tree finds them. What they
-#: cannot leave is their environment: the guard starts with a variable named for the
-#: task (``BUILDCTL_TASK_<agent>_<n>=1``) that everything it starts inherits, and whoever
-#: kills the task — the watcher with one `grep` over /proc/*/environ when the lifeline
-#: closes, the worker (``kill_marked``) on a timeout or a stop, `run exec` when a worker
-#: died — kills every process carrying it (the watcher sparing itself until the end),
-#: then the group. The shells carry it too, not only the commands they start: a shell
-#: left alive would run the task's next command once its current one was killed.
-#: Chosen over the alternatives: PR_SET_CHILD_SUBREAPER makes the worker inherit the
-#: orphans, but they re-parent to init the moment the worker itself is SIGKILLed, the
-#: very case to cover; a cgroup needs a delegated cgroup v2 hierarchy that containers
-#: and CI runners mostly lack, and another process per task to create it. The marker
-#: costs nothing on a task's normal path (one more environment variable): /proc is
-#: scanned only when a task is killed. It names the variable, not its value, so a
-#: worker run inside a task keeps its parent's marker too. (A process that empties its
-#: own environment, `env -i`, escapes it.)
+#: cannot leave is their environment: the task's shell starts with a variable named for
+#: the task (``BUILDCTL_TASK_<agent>_<n>=1``) that everything it starts inherits, and
+#: whoever kills the task — the watcher with one `grep` over /proc/*/environ when the
+#: lifeline closes, the worker (``kill_marked``) on a timeout or a stop, `run exec` when
+#: a worker died — kills every process carrying it, then the group. The shell carries
+#: it too, not only the commands it starts: a shell left alive would run the task's next
+#: command once its current one was killed. Chosen over the alternatives:
+#: PR_SET_CHILD_SUBREAPER makes the worker inherit the orphans, but they re-parent to
+#: init the moment the worker itself is SIGKILLed, the very case to cover; a cgroup
+#: needs a delegated cgroup v2 hierarchy that containers and CI runners mostly lack, and
+#: another process per task to create it. The marker costs nothing on a task's normal
+#: path (one more environment variable): /proc is scanned only when a task is killed. It
+#: names the variable, not its value, so a worker run inside a task keeps its parent's
+#: marker too. (A process that empties its own environment, `env -i`, escapes it, but
+#: not its process group.)
 #:
-#: The guard traps SIGTERM and keeps waiting, so a stop's SIGTERM reaches the command and
-#: the grace period is the command's to use; the watcher ignores it (it must outlive
-#: the stop until the task is gone) and is SIGKILLed once the command ended.
-_GUARD = (
+#: A stop's SIGTERM reaches the task's shell and the command; the worker waits out the
+#: grace period for the shell, then SIGKILLs whatever is left.
+#:
+#: The watcher (the lifeline as fd 3, the state file as fd 4): its read of the lifeline
+#: returns only when the pipe closes; then it reads the state — "MARKER PGID" (that task
+#: runs, as that process group; "-" before the group is known) or "-" (no task runs) —
+#: kills every process carrying that marker (looking again while any was found, as a
+#: process may fork between the look and the kill), then the group. A task that ended
+#: normally is left alone, as are its detached descendants. The starting shell prints
+#: the watcher's pid, so that the worker notices a watcher that is gone.
+_WATCHER = (
     'exec 3<&0 0</dev/null; '
-    '( trap "" TERM; read _ <&3; read -r me _ </proc/self/stat; n=0; '
-    '  while p=$(grep -lzsxF {marker}=1 /proc/[0-9]*/environ); [ $n -lt 20 ]; do n=$((n+1)); k=; '
-    '    for f in $p; do f=${{f#/proc/}}; f=${{f%/environ}}; '
-    '      if [ "$f" != "$me" ] && kill -KILL "$f" 2>/dev/null; then k=1; fi; done; '
+    '( read _ <&3; exec 3<&-; read -r m g _ <&4; exec 4<&-; { [ -n "$m" ] && [ "$m" != - ]; } || exit 0; n=0; '
+    '  while p=$(grep -lzsxF "$m=1" /proc/[0-9]*/environ); [ $n -lt 20 ]; do n=$((n+1)); k=; '
+    '    for f in $p; do f=${f#/proc/}; f=${f%/environ}; if kill -KILL "$f" 2>/dev/null; then k=1; fi; done; '
     '    [ -n "$k" ] || break; done; '
-    '  kill -KILL 0 ) & watcher=$!; exec 3<&-; '
-    'trap : TERM; ( {body} ) & child=$!; '
-    'wait $child; rc=$?; while kill -0 $child 2>/dev/null; do wait $child; rc=$?; done; '
-    'kill -KILL $watcher 2>/dev/null; exit $rc')
+    '  [ "$g" = - ] || kill -KILL -"$g" 2>/dev/null ) >/dev/null & echo $!')
+#: The state record's size: written in place, padded, so that a shorter one leaves nothing
+#: of a longer one behind.
+_STATE_BYTES = 256
+
+
+class Lifeline:
+    """The write end of a worker's lifeline, the state it shares with its watcher (see
+    _WATCHER), and the watcher, started with the first task. ``running``/``idle`` record
+    what to kill should this process die (a write in place: the watcher reads it only
+    then); a watcher that is gone (killed by someone) is replaced at the next record."""
+
+    def __init__(self):
+        self._fd: int | None = None  # the pipe's write end: its closing is the only message
+        self._state: int | None = None
+        self._watcher: int | None = None  # a pidfd: readable once the watcher is gone
+
+    def running(self, marker: str, pgid: int | None = None) -> None:
+        self._record(f"{marker} {pgid if pgid is not None else '-'}")
+
+    def idle(self) -> None:
+        self._record("-")
+
+    def _record(self, state: str) -> None:
+        if self._fd is None or (self._watcher is not None and select.select([self._watcher], [], [], 0)[0]):
+            self._start_watcher()
+        os.pwrite(self._state, (state.ljust(_STATE_BYTES - 1) + "\n").encode()[:_STATE_BYTES], 0)
+
+    def _start_watcher(self) -> None:
+        for fd in (self._fd, self._watcher):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._watcher = None
+        if self._state is None:
+            try:
+                self._state = os.memfd_create("buildctl-lifeline", os.MFD_CLOEXEC)
+            except (AttributeError, OSError):
+                self._state = os.dup(spool_file().fileno())
+            os.pwrite(self._state, ("-".ljust(_STATE_BYTES - 1) + "\n").encode(), 0)
+        # The write end stays here, unshared (pipes are close-on-exec), so it closes exactly
+        # when this process ends; the watcher holds the only read end.
+        read_end, write_end = os.pipe()
+        said_r, said_w = os.pipe()
+        try:
+            shell = _Spawned(["/bin/sh", "-c", _WATCHER], os.environ, [
+                (os.POSIX_SPAWN_DUP2, read_end, 0), (os.POSIX_SPAWN_DUP2, said_w, 1),
+                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0), (os.POSIX_SPAWN_DUP2, self._state, 4)])
+            os.close(said_w)
+            said_w = None
+            with os.fdopen(said_r, "rb") as said:
+                said_r = None
+                pid = said.read().strip()
+            if shell.wait() != 0 or not pid.isdigit():  # the shell only starts the watcher in the background
+                raise OSError(f"the task watcher's shell exited {shell.returncode}")
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+            for fd in (said_r, said_w):
+                if fd is not None:
+                    os.close(fd)
+        self._fd = write_end
+        try:
+            self._watcher = os.pidfd_open(int(pid))
+        except (AttributeError, OSError):
+            self._watcher = None  # cannot watch the watcher: it stays the one
 
 
 def task_marker(instance_id: str, n: int) -> str:
@@ -120,10 +206,18 @@ def agent_marker(instance_id: str) -> str:
     return f"BUILDCTL_TASK_{instance_id}_"
 
 
-def guarded_argv(command: str | list[str], marker: str) -> list[str]:
-    body = 'eval "$1"' if isinstance(command, str) else 'exec "$@"'
-    rest = [command] if isinstance(command, str) else list(command)
-    return ["/bin/sh", "-c", _GUARD.format(body=body, marker=marker), "buildctl-task", *rest]
+def task_argv(command: str | list[str]) -> list[str]:
+    """A task's command line for the shell; a supervised argv through the shell's `exec "$@"`,
+    so that one that cannot run says why on stderr, as the shell says it."""
+    if isinstance(command, str):
+        return ["/bin/sh", "-c", command, "buildctl-task"]
+    return ["/bin/sh", "-c", 'exec "$@"', "buildctl-task", *command]
+
+
+def environment() -> dict[bytes, bytes]:
+    """This process's environment, encoded once: a task's is this plus its marker (encoding
+    os.environ anew for every task cost ~0.1 ms)."""
+    return {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
 
 
 def marked_pids(prefix: str) -> list[int]:
@@ -144,7 +238,7 @@ def marked_pids(prefix: str) -> list[int]:
 
 
 def kill_marked(prefix: str, sig: int = signal.SIGKILL, *, besides_group: int | None = None) -> None:
-    """Send ``sig`` to every process marked ``prefix`` (see _GUARD), but for members of the
+    """Send ``sig`` to every process marked ``prefix`` (see _WATCHER), but for members of the
     process group ``besides_group`` (signalled as a group already: a second SIGTERM may
     mean "hurry" to a program). With SIGKILL, look again until none is left (a process
     may fork between the look and the kill; a killed one soon shows an empty
@@ -161,29 +255,110 @@ def kill_marked(prefix: str, sig: int = signal.SIGKILL, *, besides_group: int | 
                 pass
 
 
+class _Spawned:
+    """A process started with os.posix_spawn, leader of a new session, its SIGPIPE and
+    SIGXFSZ back to their defaults (as subprocess restores them): the pid, ``poll`` and
+    ``wait`` that Child needs of subprocess.Popen without Popen's Python-side work
+    (~0.15 ms a task: encoding the environment, the error pipe, ...) or its import (~5 ms
+    of a worker's start). Descriptors are not closed in the child: a worker makes every
+    one it inherited close-on-exec (``keep_descriptors``), as everything it opens is."""
+
+    def __init__(self, argv: list[str], env, file_actions: list):
+        self.pid = os.posix_spawn(argv[0], argv, env, file_actions=file_actions, setsid=True,
+                                  setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit code, or None when ``timeout`` passed first."""
+        if timeout is None:
+            if self.returncode is None:
+                self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+        return self.returncode
+
+
+def spool_file():
+    """An anonymous temporary file: what tempfile.TemporaryFile makes on Linux (O_TMPFILE in
+    $TMPDIR, $TEMP, $TMP or /tmp), without importing tempfile (~6 ms of a worker's start);
+    tempfile itself where that fails."""
+    folder = os.environ.get("TMPDIR") or os.environ.get("TEMP") or os.environ.get("TMP") or "/tmp"
+    try:
+        return os.fdopen(os.open(folder, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0o600), "w+b")
+    except (AttributeError, OSError):
+        import tempfile
+
+        return tempfile.TemporaryFile()
+
+
+def _is_cwd(folder: str) -> bool:
+    try:
+        return os.path.samefile(folder, ".")
+    except OSError:
+        return False  # let the task's start say what is wrong with it
+
+
+def keep_descriptors() -> None:
+    """Make every descriptor above stderr that this process inherited close-on-exec, so
+    that tasks started with posix_spawn (which closes nothing) start with stdin, stdout
+    and stderr only, as subprocess's close_fds gave them."""
+    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+        if int(name) > 2:
+            try:
+                os.set_inheritable(int(name), False)
+            except OSError:
+                pass  # the listing's own descriptor, closed meanwhile
+
+
 class Child:
     """The task's process, in its own process group so that stopping it stops its children too."""
 
-    def __init__(self, command: str | list[str], cwd: str | None, grace_s: float, *, lifeline: int, marker: str,
-                 passthrough: bool = False, spool: tuple | None = None):
-        """``lifeline``: the read end of the worker's lifeline pipe; ``marker``: the task's
-        environment marker (see _GUARD); ``spool``: two files to take the task's stdout
-        and stderr (their tails are read afterwards: no pipes, no reader threads, bounded
-        memory); ``passthrough``: echo the output live instead (pipes drained by two
-        threads that keep the tails)."""
+    def __init__(self, command: str | list[str], cwd: str | None, grace_s: float, *, lifeline: Lifeline,
+                 marker: str, env: dict[bytes, bytes], passthrough: bool = False, spool: tuple | None = None):
+        """``lifeline``: the worker's (told about this task before it starts, and once it
+        has ended); ``marker``: the task's environment marker (see _WATCHER); ``env``: the
+        environment (``environment()``) the marker is added to; ``spool``: two files to
+        take the task's stdout and stderr (their tails are read afterwards: no pipes, no
+        reader threads, bounded memory); ``passthrough``: echo the output live instead
+        (pipes drained by two threads that keep the tails)."""
         self.grace_s = grace_s
         self.marker = marker
+        self.lifeline = lifeline
         self.started = time.monotonic()
         self.spool = None if passthrough else spool
         if self.spool is not None:
             for f in self.spool:
-                f.seek(0)
-                f.truncate()
-        out, err = self.spool if self.spool is not None else (subprocess.PIPE, subprocess.PIPE)
-        self.proc = subprocess.Popen(
-            guarded_argv(command, marker), cwd=cwd, stdin=lifeline, env={**os.environ, marker: "1"},
-            stdout=out, stderr=err, start_new_session=True,
-        )
+                if os.fstat(f.fileno()).st_size:  # most tasks write nothing: no rewind needed
+                    f.seek(0)
+                    f.truncate()
+        argv, task_env = task_argv(command), {**env, marker.encode(): b"1"}
+        # Told before the start: should this process die before the next word, the
+        # watcher still finds the task by its marker.
+        lifeline.running(marker)
+        try:
+            if self.spool is not None and cwd is None:  # a worker's task: the fast path
+                self.proc = _Spawned(argv, task_env, [
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, self.spool[0].fileno(), 1), (os.POSIX_SPAWN_DUP2, self.spool[1].fileno(), 2)])
+            else:
+                import subprocess
+
+                out, err = self.spool if self.spool is not None else (subprocess.PIPE, subprocess.PIPE)
+                self.proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, env=task_env, stdout=out,
+                                             stderr=err, start_new_session=True)
+        except BaseException:
+            lifeline.idle()
+            raise
+        lifeline.running(marker, self.proc.pid)
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.stdout_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._readers = []
@@ -200,10 +375,10 @@ class Child:
     @staticmethod
     def _tail_of(f, tail) -> None:
         """The last lines of a spool file (only its last 16 KiB are read)."""
-        f.flush()
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(0, size - 16384))
-        lines = f.read().decode("utf-8", "replace").splitlines()
+        size = os.fstat(f.fileno()).st_size  # the task wrote through its own descriptor
+        if not size:
+            return
+        lines = os.pread(f.fileno(), 16384, max(0, size - 16384)).decode("utf-8", "replace").splitlines()
         if size > 16384 and lines:
             lines = lines[1:]  # the first one is cut
         tail.extend(lines[-STDERR_TAIL_LINES:])
@@ -230,22 +405,21 @@ class Child:
         deadline = None if timeout_s is None else self.started + timeout_s
         exited = self._exit_watch()
         while True:
-            try:
-                if exited is not None:
-                    # Wake the moment the child exits (a pidfd), not at the next tick of
-                    # Popen.wait's growing sleep: that tick was most of a short task's cost.
-                    exited(0.05)
-                code = self.proc.wait(timeout=0 if exited is not None else 0.05)
+            if exited is not None:
+                # Wake the moment the child exits (a pidfd), not at the next tick of a
+                # polling wait: that tick was most of a short task's cost.
+                exited(0.05)
+            code = self._wait(0 if exited is not None else 0.05)
+            if code is not None:
                 break
-            except subprocess.TimeoutExpired:
-                pass
             reason = should_stop()
             if reason is None and deadline is not None and time.monotonic() > deadline:
                 reason = f"timed out after {timeout_s:g}s"
             if reason is not None:
                 self.terminate(reason)
-                code = self.proc.wait()
+                code = self._wait(None)
                 break
+        self.lifeline.idle()
         self._close_watch()
         for t in self._readers:
             t.join(timeout=2)
@@ -254,11 +428,21 @@ class Child:
             self._tail_of(self.spool[1], self.stderr_tail)
         return code
 
+    def _wait(self, timeout: float | None) -> int | None:
+        """The exit code, waiting at most ``timeout`` (None: as long as it takes); None if
+        the process is still running then."""
+        if isinstance(self.proc, _Spawned):
+            return self.proc.wait(timeout)
+        import subprocess
+
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def _exit_watch(self):
         """A function that blocks until the child exits or ``timeout`` passes (Linux pidfd), or None."""
         try:
-            import select
-
             fd = os.pidfd_open(self.proc.pid)
         except (AttributeError, OSError):
             return None
@@ -277,14 +461,11 @@ class Child:
 
     def terminate(self, reason: str) -> None:
         """SIGTERM to the task's processes (its group and the detached ones), the grace
-        period (the guard waits for the command), then SIGKILL to whatever is left."""
+        period (for the task's shell), then SIGKILL to whatever is left."""
         if self.killed_reason is None:
             self.killed_reason = reason
         self._signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=self.grace_s)
-        except subprocess.TimeoutExpired:
-            pass
+        self._wait(self.grace_s)
         self._signal(signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
@@ -324,13 +505,14 @@ class Worker:
         self.next_recovery = 0.0  # monotonic time of the next look for stale peers
         self.hb_stop = threading.Event()
         self.hb_thread: threading.Thread | None = None
-        # The read end goes to every task's guard; the write end stays here, unshared
-        # (pipes are close-on-exec), so it closes exactly when this process ends.
-        self.lifeline, self._lifeline_w = os.pipe()
+        self.lifeline = Lifeline()
+        self.task_env = environment()
+        # Tasks run in the repository; started there already (run exec's workers, unless
+        # --repo names another folder), they need no chdir and take the fast path.
+        self.task_cwd = opts.repo if opts.repo and not _is_cwd(opts.repo) else None
+        keep_descriptors()
         # Where each task's stdout and stderr go (rewound per task; only the tails are read).
-        import tempfile
-
-        self.spool = (tempfile.TemporaryFile(), tempfile.TemporaryFile())
+        self.spool = (spool_file(), spool_file())
 
     # ------------------------------------------------------------------ signals
     def _on_term(self, signum, frame) -> None:
@@ -417,6 +599,9 @@ class Worker:
             raise UsageError("--config cannot be given with --agent: the agent's own config applies")
         signal.signal(signal.SIGTERM, self._on_term)
         self.db.check_writable()  # fail early, with one line, if the database cannot be written
+        # A worker commits once a task, beside its peers doing the same.
+        self.db.pace_checkpoints(CHECKPOINT_PACE_S)
+        self.db.queue_writes()
         if self.opts.agent_id is not None:
             agent = agents.adopt(self.db, self.opts.agent_id, self.execution_id)
             self.instance_id, self.execution_id, self.config = agent["instance_id"], agent["execution_id"], agent["config"]
@@ -432,25 +617,26 @@ class Worker:
         self.hb_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self.hb_thread.start()
         final_status, error = "completed", None
+        claim = None  # a task claimed with the previous one's completion
         try:
             while True:
                 if self.crash is not None:
                     raise self.crash
-                if self.terms or self.stop_reason:
-                    outcome.reason = self.stop_reason or "stopped by SIGTERM"
-                    break
-                if self.opts.max_tasks is not None and outcome.tasks_run >= self.opts.max_tasks:
-                    outcome.reason = f"ran --max-tasks {self.opts.max_tasks}"
-                    break
-                claim = self._db(lambda: assignments.claim_next(self.db, self.execution_id, self.instance_id, start=True),
-                                 settled=self._claim_settled)
+                if claim is None:
+                    stop = self._stop_claiming(outcome.tasks_run)
+                    if stop is not None:
+                        outcome.reason = stop
+                        break
+                    claim = self._db(lambda: assignments.claim_next(self.db, self.execution_id, self.instance_id,
+                                                                    start=True),
+                                     settled=self._claim_settled)
                 if claim is None:
                     if not self._db(self._wait_for_work):
                         outcome.reason = "the run has nothing left"
                         break
                     continue
                 outcome.tasks_run += 1
-                result = self._run_assignment(claim)
+                result, claim = self._run_assignment(claim, outcome.tasks_run)
                 if result == "completed":
                     outcome.completed += 1
                 elif result == "failed":
@@ -479,6 +665,14 @@ class Worker:
                 outcome.exit_code = exitcodes.FAILED
             self.db.close()
         return outcome
+
+    def _stop_claiming(self, tasks_run: int) -> str | None:
+        """Why this worker must take no new task (a SIGTERM, a stop, --max-tasks), or None."""
+        if self.terms or self.stop_reason:
+            return self.stop_reason or "stopped by SIGTERM"
+        if self.opts.max_tasks is not None and tasks_run >= self.opts.max_tasks:
+            return f"ran --max-tasks {self.opts.max_tasks}"
+        return None
 
     def _wait_for_work(self) -> bool:
         """Idle until something may be claimable; False when the run has nothing left.
@@ -563,7 +757,7 @@ class Worker:
             self.hb_thread.start()
             try:
                 child = Child(argv, None, self._grace_s(), passthrough=True, lifeline=self.lifeline,
-                              marker=self._next_marker())
+                              marker=self._next_marker(), env=self.task_env)
             except OSError as exc:
                 code, elapsed, error, killed = (127 if isinstance(exc, FileNotFoundError) else 126), 0.0, \
                     f"cannot run {argv[0]}: {exc.strerror or exc}", None
@@ -632,8 +826,11 @@ class Worker:
             return "terminated by a second SIGTERM"
         return None
 
-    def _run_assignment(self, claim: dict) -> str:
-        """Run one claimed task to its end: 'completed', 'failed', 'retry-elsewhere' or 'lost'.
+    def _run_assignment(self, claim: dict, tasks_run: int) -> tuple[str, dict | None]:
+        """Run one claimed task to its end: ('completed', 'failed', 'retry-elsewhere' or 'lost',
+        the next task or None). A completed task's report also claims the worker's next
+        task, in the same transaction, unless the worker is to take no more (the next
+        claim is then the main loop's).
 
         When the task makes no progress (SPEC §4: the third consecutive failure with the
         same error), the domain marks this agent stuck and hands the task back in the
@@ -644,16 +841,17 @@ class Worker:
             self.status = "running"
         try:
             checkpoint_id = self._db(lambda: self._checkpoint(claim))
+            attempt = claim["attempt"]
             while True:
-                attempt = 1 + self._db(lambda: assignments.failed_attempts(self.db, claim["execution_id"],
-                                                                           claim["task_id"]))
                 ok, context, error = self._attempt(claim, attempt)
                 stop = self._should_stop()
                 if ok and stop is None:
-                    self._complete(aid, context)
-                    return "completed"
+                    if self._stop_claiming(tasks_run) is not None:
+                        self._complete(aid, context)
+                        return "completed", None
+                    return "completed", self._complete_and_claim(aid, context)
                 if stop is not None:
-                    return self._stopped(claim, stop, context)
+                    return self._stopped(claim, stop, context), None
                 # Report the attempt first, then undo its partial work (so the log reads
                 # task_failed, checkpoint_restored), then wait out the backoff.
                 if attempt >= 1 + self._max_retries():
@@ -662,19 +860,20 @@ class Worker:
                     if checkpoint_id is not None:
                         self._db(lambda: self._restore(claim, checkpoint_id))
                     self._db(self._stop_if_stuck)
-                    return "failed"
+                    return "failed", None
                 retry = self._retry_in_place(claim, attempt, error, context)
                 if checkpoint_id is not None:
                     self._db(lambda: self._restore(claim, checkpoint_id))
                 if retry["agent_stuck"]:
                     self.stop_reason = self.stop_reason or f"agent {self.instance_id} marked stuck: {retry['agent_stuck']}"
-                    return "failed" if retry["status"] == "failed" else "retry-elsewhere"
+                    return ("failed" if retry["status"] == "failed" else "retry-elsewhere"), None
                 if self._sleep_or_stop(self._backoff(attempt)):
-                    return self._stopped(claim, self._should_stop() or "stopped", context)
+                    return self._stopped(claim, self._should_stop() or "stopped", context), None
+                attempt = retry["next_attempt"]
         except Conflict as exc:
             # The assignment was released while we ran (marked stale): someone else owns it now.
             execlog_warning(self.db, claim, self.instance_id, f"{claim['display_id']}: gave up the task: {exc.message}")
-            return "lost"
+            return "lost", None
         finally:
             with self.lock:
                 self.current = None
@@ -734,6 +933,21 @@ class Worker:
         self._db(lambda: assignments.complete(self.db, assignment_id, instance_id=self.instance_id, context=context),
                  settled=settled)
 
+    def _complete_and_claim(self, assignment_id: int, context: dict) -> dict | None:
+        """assignments.complete_and_claim: the task completed and the next one claimed in one
+        transaction; returns the next claim or None. After a lost reply: when the
+        completion committed, the claim did too, so the task we hold now (if any) is it."""
+        def settled() -> tuple[None, dict | None] | None:
+            status = self._held_status(assignment_id)
+            if status is None:
+                return None  # nothing committed: send it again
+            if status != "completed":  # handed to someone else meanwhile: not ours to complete
+                raise Conflict(f"assignment {assignment_id} is {status}: it was taken away from agent {self.instance_id}")
+            return None, self._claim_settled()
+
+        return self._db(lambda: assignments.complete_and_claim(self.db, assignment_id, instance_id=self.instance_id,
+                                                               context=context), settled=settled)[1]
+
     def _retry_in_place(self, claim: dict, attempt: int, error: str, context: dict) -> dict:
         """assignments.retry_in_place; after a lost reply, whether its task_failed event was
         written (it counts the attempt) and whether the task is still ours."""
@@ -744,8 +958,9 @@ class Worker:
                 return None
             status = self._held_status(aid)
             if status is None:
-                return {"status": "running", "agent_stuck": None}
-            return {"status": status, "agent_stuck": "the task was taken away when its failed attempt was recorded"}
+                return {"status": "running", "agent_stuck": None, "next_attempt": attempt + 1}
+            return {"status": status, "agent_stuck": "the task was taken away when its failed attempt was recorded",
+                    "next_attempt": attempt + 1}
 
         return self._db(lambda: assignments.retry_in_place(self.db, aid, instance_id=self.instance_id, error=error,
                                                            context=context), settled=settled)
@@ -808,8 +1023,8 @@ class Worker:
         return True, context, ""
 
     def _run_child(self, command: str, timeout_s: float) -> tuple[int, float, str, str | None]:
-        child = Child(command, self.opts.repo, self._grace_s(), lifeline=self.lifeline, marker=self._next_marker(),
-                      spool=self.spool)
+        child = Child(command, self.task_cwd, self._grace_s(), lifeline=self.lifeline, marker=self._next_marker(),
+                      env=self.task_env, spool=self.spool)
         with self.lock:
             self.child = child
         try:
