@@ -156,7 +156,7 @@ def run(quick: bool = False) -> list[dict]:
         small_xs = cli_times[(name, "small")]
         base, med = common.median(small_xs), common.median(xs)
         results.append(common.result(
-            f"{name} (CLI), large db", med, "ms", baseline=f"same on small db", baseline_value=base, samples=xs,
+            f"{name} (CLI), large db", med, "ms", baseline="same on small db", baseline_value=base, samples=xs,
             budget=f"<= {RATIO_BUDGET}x", met=med / base <= RATIO_BUDGET, figure=FIGURE,
             notes=f"small db p10-p90/min-max {common.spread(small_xs)[0]:.0f}-{common.spread(small_xs)[1]:.0f} ms"))
     for (name, label), xs in in_times.items():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import asdict, dataclass, field
 
-from buildctl import jsonstrict, migrations
+from buildctl import jsonstrict, migrations, schema
 from buildctl.errors import BuildctlError
 from buildctl.storage import Database
 
@@ -173,6 +173,7 @@ def diagnose(db: Database, *, stale_after_s: float = 60) -> list[Check]:
     ]
     if checks[-1].ok:  # the rest need the whole schema
         for name, description, fn in (
+            ("schema", "every table, column and index the migrations create is there", schema.missing),
             ("counters", "run and wave counters equal a recount", _counters),
             ("orphan_assignments", "no assigned/running assignment without a live agent", _orphans),
             ("stale_agents", f"no agent silent for more than {stale_after_s:g}s", lambda d: _stale(d, stale_after_s)),

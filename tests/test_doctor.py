@@ -27,7 +27,7 @@ def test_healthy_database_exits_zero(cli, migrated):
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["ok"] is True
-    assert {c["name"] for c in report["checks"]} >= {"integrity", "foreign_keys", "migrations", "counters",
+    assert {c["name"] for c in report["checks"]} >= {"integrity", "foreign_keys", "migrations", "schema", "counters",
                                                       "orphan_assignments", "stale_agents", "malformed_json"}
 
 
@@ -247,3 +247,22 @@ def test_doctor_fix_hands_back_a_task_held_by_an_ended_agent(cli, db, migrated, 
     assert [r["instance_id"] for r in json.loads(fixed.stdout)["fixed"]["released"]] == [ag]
     claim = json.loads(cli("agent", "spawn", ex, "--next", "--json", check=True).stdout)
     assert claim["task"] == "A" and claim["attempt"] == 2
+
+
+def test_an_index_or_column_lost_outside_migrate_is_named(cli, migrated):
+    """The bookkeeping says every file was applied; the schema check sees what a hand-made
+    change took away since (an index dropped, a table rebuilt without a column)."""
+    conn = seed.connect(migrated)
+    conn.execute("DROP INDEX idx_wave_tasks")
+    conn.execute("ALTER TABLE checkpoints DROP COLUMN metadata")
+    conn.close()
+    before = snapshot(migrated)
+    r = cli("doctor", "--json")
+    assert r.returncode == 1
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks["migrations"]["ok"]
+    assert checks["schema"]["findings"] == [
+        "column checkpoints.metadata is missing",
+        "index idx_wave_tasks on wave_task_assignments is missing (queries that use it scan the table instead)",
+    ]
+    assert snapshot(migrated) == before  # doctor only reads

@@ -86,6 +86,28 @@ def test_blank_database_gets_every_table_index_and_check(migrated):
     assert "CHECK (task_a_id < task_b_id)" in objects["parallelism_analysis"]["sql"]
 
 
+@pytest.mark.engines
+def test_each_engine_builds_the_schema_the_files_define(migrated):
+    """Both engines' files build the same tables, columns and index names: SQLite's files
+    applied to a scratch database (the reference doctor compares against) and the live
+    database read back on its own engine (sqlite-utils on SQLite, the information schema on
+    PostgreSQL)."""
+    from buildctl import schema
+
+    want = schema.expected()
+    assert APPENDIX_TABLES | BASE_TABLES <= set(want)
+    assert set(APPENDIX_INDEXES) <= {i for t in want.values() for i in t["indexes"]}
+    db = storage.connect(str(migrated))
+    try:
+        have = schema.live(db)
+        assert schema.missing(db) == []
+    finally:
+        db.close()
+    for table, shape in want.items():
+        assert have[table]["columns"] == shape["columns"], table
+        assert shape["indexes"] <= have[table]["indexes"], table
+
+
 def test_connection_settings(db):
     assert db.scalar("PRAGMA journal_mode") == "wal"
     assert db.scalar("PRAGMA busy_timeout") >= 5000
