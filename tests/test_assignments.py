@@ -453,3 +453,84 @@ def test_eight_concurrent_processes_never_share_an_assignment_nor_cross_the_barr
     assert counters(db, ex) == {"status": "completed", "total_tasks": 40, "completed_tasks": 40, "failed_tasks": 0,
                                 "skipped_tasks": 0}
     assert_recount(db, ex)
+
+
+# --------------------------------------------------------------------------- complete_and_claim
+
+def test_complete_and_claim_hands_the_next_task_under_every_claim_rule(db):
+    """A worker's completion claims its next task in the same transaction, and that claim
+    obeys the barrier as claim_next does: wave 2 only once wave 1 has ended."""
+    ex = runs.start_run(db, str(FIVE_TASKS))["execution_id"]  # max_parallel_agents = 2
+    a1, a2 = add_agent(db, ex, "ag_one"), add_agent(db, ex, "ag_two")
+    c1 = assignments.claim_next(db, ex, a1, start=True)
+    c2 = assignments.claim_next(db, ex, a2, start=True)
+
+    # T-002 still runs: wave 2 may not start, so the completion claims nothing.
+    done, nxt = assignments.complete_and_claim(db, c1["assignment_id"], instance_id=a1, context={"exit_code": 0})
+    assert done["status"] == "completed" and nxt is None
+    agent = db.one("SELECT status, current_task_id FROM build_agent_instances WHERE instance_id = ?", (a1,))
+    assert (agent["status"], agent["current_task_id"]) == ("idle", None)
+
+    # The last task of wave 1 ends: its completion claims the first of wave 2, started.
+    done, nxt = assignments.complete_and_claim(db, c2["assignment_id"], instance_id=a2)
+    assert nxt["display_id"] == "T-003" and nxt["wave_number"] == 2 and nxt["attempt"] == 1
+    assert statuses(db, ex)["T-003"] == "running"
+    agent = db.one("SELECT status, current_task_id FROM build_agent_instances WHERE instance_id = ?", (a2,))
+    assert (agent["status"], agent["current_task_id"]) == ("running", nxt["task_id"])
+    started = [e["display_id"] for e in events(db, ex, "task_started")]
+    assert started == ["T-001", "T-002", "T-003"]
+    waves = {w["wave_number"]: w["status"] for w in db.query(
+        "SELECT wave_number, status FROM parallel_execution_waves WHERE execution_id = ?", (ex,))}
+    assert waves == {1: "completed", 2: "running", 3: "pending"}
+    assert_recount(db, ex)
+
+    assert_recount(db, ex)
+
+
+def test_complete_and_claim_respects_the_agent_limit_and_a_pause(db, tmp_path):
+    path = write_list(tmp_path / "flat.json", [task(f"T-{i}") for i in range(1, 6)], max_parallel_agents=2)
+    ex = runs.start_run(db, str(path))["execution_id"]
+    a1, a2, a3 = (add_agent(db, ex, f"ag_{n}") for n in ("one", "two", "three"))
+    c1 = assignments.claim_next(db, ex, a1, start=True)
+    c2 = assignments.claim_next(db, ex, a2, start=True)
+    assert assignments.claim_next(db, ex, a3) is None  # two held: the limit
+    # Completing one frees a place, which the completing agent takes at once.
+    _, nxt = assignments.complete_and_claim(db, c1["assignment_id"], instance_id=a1)
+    assert nxt["display_id"] == "T-3"
+    held = db.scalar("SELECT COUNT(*) FROM wave_task_assignments WHERE status IN ('assigned', 'running')")
+    assert held == 2
+    # An agent marked stuck while it ran still completes its task, but takes no new one
+    # (T-4 is free to take).
+    with db.write():
+        db.execute("UPDATE build_agent_instances SET status = 'stuck' WHERE instance_id = ?", (a2,))
+    done, nxt = assignments.complete_and_claim(db, c2["assignment_id"], instance_id=a2)
+    assert done["status"] == "completed" and nxt is None
+    assert db.scalar("SELECT status FROM build_agent_instances WHERE instance_id = ?", (a2,)) == "stuck"
+    c4 = assignments.claim_next(db, ex, a3, start=True)
+    assert c4["display_id"] == "T-4"
+    runs.pause(db, ex)
+    c3 = assignment_of(db, ex, "T-3")
+    _, nxt = assignments.complete_and_claim(db, c3["id"], instance_id=a1)
+    assert nxt is None  # paused: nothing is handed out
+    assert statuses(db, ex) == {"T-1": "completed", "T-2": "completed", "T-3": "completed", "T-4": "running",
+                                "T-5": "pending"}
+    assert db.scalar("SELECT status FROM build_agent_instances WHERE instance_id = ?", (a1,)) == "idle"
+    assert_recount(db, ex)
+
+
+def test_complete_and_claim_of_a_task_not_held_is_refused_and_writes_nothing(db, migrated):
+    ex = runs.start_run(db, str(FIVE_TASKS))["execution_id"]
+    a1, a2 = add_agent(db, ex, "ag_one"), add_agent(db, ex, "ag_two")
+    c1 = assignments.claim_next(db, ex, a1, start=True)
+    before = snapshot(migrated)
+    with pytest.raises(Conflict, match="held by agent ag_one, not ag_two"):
+        assignments.complete_and_claim(db, c1["assignment_id"], instance_id=a2)
+    assignments.complete(db, c1["assignment_id"], instance_id=a1)
+    after_complete = snapshot(migrated)
+    assert after_complete != before
+    with pytest.raises(Conflict, match="it is completed"):
+        assignments.complete_and_claim(db, c1["assignment_id"], instance_id=a1)
+    assert snapshot(migrated) == after_complete
+    with pytest.raises(NotFound):
+        assignments.complete_and_claim(db, 999999, instance_id=a1)
+    assert snapshot(migrated) == after_complete

@@ -210,6 +210,27 @@ def test_a_claim_and_a_completion_whose_connection_was_lost_happen_exactly_once(
     assert _recount_ok(pg_location, worker.execution_id)["completed_tasks"] == 1
 
 
+@pytest.mark.parametrize("committed", [True, False], ids=["took-effect", "rolled-back"])
+def test_a_completion_that_claims_the_next_task_survives_a_lost_reply_exactly_once(worker, pg_location, committed):
+    """A worker completes its task and claims the next in one transaction; when that
+    transaction's reply is lost, the task it holds afterwards is its claim, and neither
+    the completion nor the claim happens twice."""
+    from buildctl import assignments
+
+    first = assignments.claim_next(worker.db, worker.execution_id, worker.instance_id, start=True)
+    with_loss = LoseCommit(worker.db, committed=committed)
+    nxt = worker._complete_and_claim(first["assignment_id"], {"exit_code": 0})
+    assert with_loss.fired == 1 and worker.db.reconnects == 1
+    assert nxt["display_id"] == "T-002" and nxt["instance_id"] == worker.instance_id and nxt["attempt"] == 1
+    events = seed.query(pg_location, "SELECT l.event_type, t.display_id FROM task_execution_log l JOIN tasks t "
+                                     "ON t.id = l.task_id WHERE l.event_type LIKE 'task_%' ORDER BY l.id")
+    assert events == [("task_started", "T-001"), ("task_completed", "T-001"), ("task_started", "T-002")]
+    held = seed.query(pg_location, "SELECT t.display_id, a.status FROM wave_task_assignments a JOIN tasks t "
+                                   "ON t.id = a.task_id ORDER BY t.display_id")
+    assert held == [("T-001", "completed"), ("T-002", "running")]
+    assert _recount_ok(pg_location, worker.execution_id)["completed_tasks"] == 1
+
+
 # --------------------------------------------------------------------------- several hosts (item 6)
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
