@@ -1,4 +1,4 @@
-"""The assignment state machine (SPEC §4 "Waves", "Execution runs").
+"""The assignment state machine: how a task of a run is claimed, run, retried and ended.
 
     pending --claim_next--> assigned --start--> running --complete--> completed
                               |                    |
@@ -7,8 +7,8 @@
                                                         \\--> skipped  (handed back after a cancel)
     pending --(a dependency failed for good, or the run was cancelled)--> skipped
 
-A failed attempt that makes no progress — the third in a row with the same error
-(SPEC §4) — also marks the agent holding the task stuck, in the same transaction.
+A failed attempt that makes no progress (the third in a row with the same error)
+also marks the agent holding the task stuck, in the same transaction.
 
 Every public function is ONE ``db.write()`` transaction (BEGIN IMMEDIATE), except the
 ``*_in``/``release_held``/``settle``/``skip_pending`` helpers that run inside the
@@ -41,7 +41,7 @@ RUN_OPEN = states.RUN_ACTIVE
 RUN_ENDED = states.RUN_ENDED
 #: Agents in these states are not handed new work.
 AGENT_OUT = states.AGENT_ENDED
-#: SPEC §4: this many consecutive failed attempts of a task with the same error mark the
+#: This many consecutive failed attempts of a task with the same error mark the
 #: agent holding it stuck (the SIA trigger's "no progress").
 NO_PROGRESS_ATTEMPTS = 3
 #: What a released assignment became, by _fail's outcome.
@@ -206,6 +206,22 @@ def _set_status(db: Database, assignment_id: int, old: tuple[str, ...], new: str
     )
     if cur.rowcount != 1:  # the row changed under us; impossible inside BEGIN IMMEDIATE, but never count twice
         raise Conflict(f"assignment {assignment_id} changed state concurrently; nothing was written")
+
+
+#: An ended assignment's counters: the run's and the wave's.
+_ENDED_COUNTERS = {"completed": ("completed_tasks", "completed_count"), "failed": ("failed_tasks", "failed_count")}
+
+
+def _end_held(db: Database, row: dict, status: str) -> None:
+    """A held assignment ends ``status`` ('completed' or 'failed'), inside the caller's write:
+    the row, the run's and the wave's counters, and the task, together."""
+    run_counter, wave_counter = _ENDED_COUNTERS[status]
+    _set_status(db, row["assignment_id"], HELD, status, extra=f", completed_at = {db.sql.now}")
+    db.execute(f"UPDATE task_list_execution_runs SET {run_counter} = {run_counter} + 1 WHERE execution_id = ?",
+               (row["execution_id"],))
+    db.execute(f"UPDATE parallel_execution_waves SET {wave_counter} = {wave_counter} + 1 WHERE wave_id = ?",
+               (row["wave_id"],))
+    db.execute(f"UPDATE tasks SET status = ?, updated_at = {db.sql.now} WHERE id = ?", (status, row["task_id"]))
 
 
 def skip_pending(db: Database, execution_id: str, rows: list[dict], *, reason: str, message: str,
@@ -553,12 +569,7 @@ def _complete(db: Database, row: dict, context: dict | None) -> dict:
     The holding agent is left to the caller (released, or handed its next task)."""
     aid = row["assignment_id"]
     attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
-    _set_status(db, aid, HELD, "completed", extra=f", completed_at = {db.sql.now}")
-    db.execute("UPDATE task_list_execution_runs SET completed_tasks = completed_tasks + 1 WHERE execution_id = ?",
-               (row["execution_id"],))
-    db.execute("UPDATE parallel_execution_waves SET completed_count = completed_count + 1 WHERE wave_id = ?",
-               (row["wave_id"],))
-    db.execute(f"UPDATE tasks SET status = 'completed', updated_at = {db.sql.now} WHERE id = ?", (row["task_id"],))
+    _end_held(db, row, "completed")
     execlog.append(
         db, row["execution_id"], "task_completed", f"{row['display_id']} completed",
         task_id=row["task_id"], instance_id=row["instance_id"],
@@ -576,7 +587,7 @@ def held_by(db: Database, instance_id: str) -> dict | None:
 
 def _same_error_streak(db: Database, row: dict, error: str) -> bool:
     """Whether a failure with ``error``, about to be recorded, is the NO_PROGRESS_ATTEMPTS-th
-    consecutive failed attempt of the task in this lane with the same error (SPEC §4; the
+    consecutive failed attempt of the task in this lane with the same error (the
     error compared as sql/queries/progress_between_attempts.sql does: context.error, else
     the message; "consecutive" = since the task's last task_completed)."""
     earlier = db.query(
@@ -650,12 +661,7 @@ def _fail(db: Database, row: dict, *, error: str, max_retries: int, context: dic
                          message="{task} skipped: the run was cancelled")
             outcome = "skipped"
     else:
-        _set_status(db, aid, HELD, "failed", extra=f", completed_at = {db.sql.now}")
-        db.execute("UPDATE task_list_execution_runs SET failed_tasks = failed_tasks + 1 WHERE execution_id = ?",
-                   (row["execution_id"],))
-        db.execute("UPDATE parallel_execution_waves SET failed_count = failed_count + 1 WHERE wave_id = ?",
-                   (row["wave_id"],))
-        db.execute(f"UPDATE tasks SET status = 'failed', updated_at = {db.sql.now} WHERE id = ?", (row["task_id"],))
+        _end_held(db, row, "failed")
         _skip_dependents(db, row)
         _agent_released(db, row["instance_id"], row["task_id"])
         settle(db, row["execution_id"])
@@ -669,7 +675,7 @@ def fail(db: Database, assignment_id: Any, *, error: str, max_retries: int, inst
     pending while attempts < 1 + max_retries ('retry'; 'skipped' when the run was
     cancelled), claimable again after ``backoff_s``; else failed for good, its transitive
     dependents still pending in this run skipped ('failed'). The third consecutive
-    failure with the same error also marks the holding agent stuck (SPEC §4)."""
+    failure with the same error also marks the holding agent stuck."""
     with db.write():
         return fail_in(db, assignment_id, error=error, max_retries=max_retries, instance_id=instance_id,
                        context=context, backoff_s=backoff_s)["outcome"]
@@ -695,7 +701,7 @@ def retry_in_place(db: Database, assignment_id: Any, *, instance_id: str, error:
     ``max_retries``, an attempt that leaves no retry is refused (use ``fail``).
 
     Unless the attempt makes no progress (the third consecutive failure with the same
-    error, SPEC §4): then the agent is marked stuck and the assignment released in the
+    error): then the agent is marked stuck and the assignment released in the
     same transaction (back to pending, or failed when no retry is left; ``max_retries``
     defaults to the agent's maxRetries), and ``agent_stuck`` names why."""
     with db.write():
@@ -741,7 +747,7 @@ def release(db: Database, assignment_id: Any, *, reason: str, max_retries: int, 
 def release_held(db: Database, instance_id: str, *, reason: str, max_retries: int) -> list[dict]:
     """Inside the caller's write: release every assignment ``instance_id`` still holds, each
     a failed attempt with error=reason (as ``release``). Ending an agent calls this in
-    the transaction that ends it, so an ended agent never holds a task (SPEC §4)."""
+    the transaction that ends it, so an ended agent never holds a task."""
     held = db.query(f"SELECT id FROM wave_task_assignments WHERE instance_id = ? AND status IN {states.sql_list(HELD)} "
                     "ORDER BY id", (instance_id,))
     # An agent row that is gone (deleted by hand) cannot be named by the log's foreign key.

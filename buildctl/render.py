@@ -350,19 +350,26 @@ def is_terminal() -> bool:
 
 # --------------------------------------------------------------------------- runs
 
-def waves_table(summary: dict):
-    """`buildctl waves`: the B.8 wave summary with a progress bar per wave."""
-    title = (f"{summary['execution_id']} · {summary['task_list_name']} #{summary['run_number']} · "
-             f"{summary['status']} · {summary['completed_tasks']}/{summary['total_tasks']} done, "
-             f"{summary['failed_tasks']} failed, {summary['skipped_tasks']} skipped")
-    columns = [
+def _wave_columns(*, agents_drop: int | None = None) -> list[Column]:
+    """What every table of waves shows: the wave, its status, its counters and its agents."""
+    return [
         Column("wave_number", "wave", kind="number", justify="right"),
         Column("status", "status", kind="status"),
         Column("task_count", "tasks", kind="number", justify="right"),
         Column("completed_count", "done", kind="number", justify="right"),
         Column("failed_count", "failed", kind="number", justify="right"),
         Column("skipped_count", "skipped", kind="number", justify="right"),
-        Column("active_agents", "agents", kind="number", justify="right"),
+        Column("active_agents", "agents", kind="number", justify="right", drop=agents_drop),
+    ]
+
+
+def waves_table(summary: dict):
+    """`buildctl waves`: each wave's counters and agents, with a progress bar per wave."""
+    title = (f"{summary['execution_id']} · {summary['task_list_name']} #{summary['run_number']} · "
+             f"{summary['status']} · {summary['completed_tasks']}/{summary['total_tasks']} done, "
+             f"{summary['failed_tasks']} failed, {summary['skipped_tasks']} skipped")
+    columns = [
+        *_wave_columns(),
         Column("progress", "progress", kind="number", drop=1, fmt=lambda r: progress_bar(
             r["completed_count"] or 0, r["task_count"], width=14, failed=r["failed_count"] or 0)),
     ]
@@ -432,13 +439,7 @@ def _wave_tasks(w: dict) -> str:
 
 
 SHOW_WAVE_COLUMNS = [
-    Column("wave_number", "wave", kind="number", justify="right"),
-    Column("status", "status", kind="status"),
-    Column("task_count", "tasks", kind="number", justify="right"),
-    Column("completed_count", "done", kind="number", justify="right"),
-    Column("failed_count", "failed", kind="number", justify="right"),
-    Column("skipped_count", "skipped", kind="number", justify="right"),
-    Column("active_agents", "agents", kind="number", justify="right", drop=1),
+    *_wave_columns(agents_drop=1),
     Column("tasks", "task states", fmt=_wave_tasks, max_width=80),
 ]
 
