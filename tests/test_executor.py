@@ -153,39 +153,44 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_sigkilled_worker_is_marked_stuck_and_its_task_runs_again_elsewhere(cli, migrated, tmp_path):
-    marks = tmp_path / "marks"
+    marks, gate = tmp_path / "marks", tmp_path / "gate"
     marks.mkdir()
-    # Each attempt leaves a file named after its pid; the kernel must kill the orphaned attempt.
-    cmd = f"sh -c 'echo $$ > {marks}/$$; exec sleep 4'"
+    # Each attempt leaves a file named after its pid and runs until the gate opens, so that
+    # the survivors' attempts are certainly still running when the victim's is checked.
+    cmd = f"sh -c 'echo $$ > {marks}/$$; while [ ! -e {gate} ]; do sleep 0.05; done'"
     tasks = [task(f"T-00{i}", command=cmd) for i in range(1, 4)]
     ex = _start(cli, tmp_path, tasks, max_parallel_agents=3)
     workers = [_worker(migrated, ex, FAST) for _ in range(3)]
     try:
-        _sigkill_scenario(cli, migrated, ex, marks, workers)
+        _sigkill_scenario(cli, migrated, ex, marks, gate, workers)
     finally:
+        gate.touch()
         for w in workers:  # a failed assertion must not leave workers polling forever
             if w.poll() is None:
                 w.kill()
                 w.wait()
 
 
-def _sigkill_scenario(cli, migrated, ex, marks, workers):
+def _sigkill_scenario(cli, migrated, ex, marks, gate, workers):
     _wait(lambda: seed.scalar(migrated, "SELECT count(*) FROM wave_task_assignments WHERE status = 'running'") == 3,
           what="three running tasks")
     _wait(lambda: len(list(marks.iterdir())) == 3, what="three task processes")
     victim = workers[0]
-    victim_pid_files = set(marks.iterdir())
+    attempts = set(marks.iterdir())
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    time.sleep(2.5)
-    # Its task died with it (PDEATHSIG + guard shell): only the two other attempts still run.
-    alive = [p for p in victim_pid_files if _alive(int(p.name))]
-    assert len(alive) == 2, alive
+    # Its task dies with it (the worker's watcher sees its lifeline close); the other two
+    # attempts run on.
+    _wait(lambda: sum(_alive(int(p.name)) for p in attempts) == 2, what="the killed worker's task to die")
+    time.sleep(0.5)
+    assert sum(_alive(int(p.name)) for p in attempts) == 2
     # Mark it stale; the task goes back to pending and a surviving worker runs it again.
+    time.sleep(2)  # silent for longer than the threshold below
     r = cli("agent", "stale", "--mark", "--threshold", "2s", "--json", check=True)
     marked = [a["instance_id"] for a in json.loads(r.stdout)]
     assert len(marked) == 1  # the killed one; the live workers heartbeat every 200 ms
     victim_agent = marked[0]
+    gate.touch()
     for w in workers[1:]:
         w.wait(timeout=60)
     assert seed.scalar(migrated, "SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (ex,)) == "completed"
