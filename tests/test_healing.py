@@ -231,7 +231,9 @@ def test_sigterm_and_sighup_end_run_exec_like_ctrl_c_leaving_no_process(cli, mig
     proc = subprocess.Popen([sys.executable, "-c", _EXECUTE, str(migrated), ex, json.dumps(FAST)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        wait_for(lambda: len(list(pids.iterdir())) == 2, "two running tasks")
+        # A pid file exists from the moment the shell opens it: wait for the whole line.
+        wait_for(lambda: sorted(p.read_text().endswith("\n") for p in pids.iterdir()) == [True, True],
+                 "two running tasks")
         everything = [int(p.read_text()) for p in pids.iterdir()] + list(_workers_of(proc.pid).values())
         assert len(everything) == 4
         proc.send_signal(sig)  # to run exec alone, as systemd or a CI runner does
