@@ -124,10 +124,15 @@ def test_read_commands_take_the_lean_path_without_typer_or_pydantic(env, tmp_pat
     for args in (["waves", "ex_seed"], ["run", "show", "ex_seed"], ["log", "tail", "ex_seed", "-n", "5"],
                  ["agent", "stale", "--json"], ["run", "list"], ["agent", "list"], ["tasks", "list"],
                  ["agent", "show", "ag_par"], ["log", "failures", "ex_seed"], ["checkpoint", "list", "ex_seed"],
-                 ["tasks", "show", "tl_seed"], ["gc", "--dry-run", "--json"], ["doctor", "--json"]):
+                 ["tasks", "show", "tl_seed"], ["gc", "--dry-run", "--json"]):
         p, modules = _probe(env, tmp_path, *args)
         assert p.returncode == 0, (args, p.stderr)
         assert not modules & {"typer", "pydantic", "sqlite_utils", "click"}, (args, sorted(modules & set(HEAVY)))
+    # doctor reads the schema with sqlite-utils' introspection (which brings click): the
+    # one read command that imports it, and only because it uses it; never Typer.
+    p, modules = _probe(env, tmp_path, "doctor", "--json")
+    assert p.returncode == 0, p.stderr
+    assert "sqlite_utils" in modules and not modules & {"typer", "pydantic"}, sorted(modules & set(HEAVY))
 
 
 def served_lean(argv: list[str]) -> bool:
