@@ -1,5 +1,5 @@
-"""Every command's start-up on a small database (SPEC §7: "every other command, migrate,
-agent spawn, agent work and --help included: <= 350 ms per call"), against baselines
+"""Every command's start-up on a small database (the budget: every command, migrate,
+agent spawn, agent work and --help included, <= 350 ms per call), against baselines
 measured in the same run.
 
     python benchmarks/bench_commands.py [--quick] [--json]

@@ -1,13 +1,13 @@
-"""Executor overhead: `buildctl run exec` against tools that record nothing (SPEC §7, issue 7).
+"""Executor overhead: `buildctl run exec` against tools that record nothing (issue 7).
 
     python benchmarks/bench_executor.py [--quick] [--json]
 
-Case A (SPEC §7): 500 no-op tasks (`true`) in one wave, list max_parallel_agents = 8,
+Case A: 500 no-op tasks (`true`) in one wave, list max_parallel_agents = 8,
 ``buildctl run exec EXEC --jobs 8`` (wall time of the command, from start to exit, with the
 run completed) against, on the same 500 commands: ``xargs -P 8`` (each line run by
 ``sh -c``, as buildctl's workers do), ``make -j8`` (one phony target per command) and GNU
 ``parallel -j8`` ("not installed" when it is absent: ``apt-get install parallel``).
-Budget (SPEC §7): buildctl ≤ 0.5× GNU parallel and ≤ 2.5× xargs. Per-task overhead =
+Budget: buildctl ≤ 0.5× GNU parallel and ≤ 2.5× xargs. Per-task overhead =
 (buildctl wall − xargs wall) / 500.
 
 Case B (issue 7): 200 tasks of `true` across 10 waves (each wave's tasks depend on the
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 FIGURE = "6. executor overhead"
-#: SPEC §7: run exec's wall at most this share of GNU parallel's, and this multiple of xargs's.
+#: The budget: run exec's wall at most this share of GNU parallel's, and this multiple of xargs's.
 PARALLEL_SHARE, XARGS_MULTIPLE = 0.5, 2.5
 INSTALL_PARALLEL = "GNU parallel is not installed (apt-get install parallel)"
 

@@ -1,4 +1,4 @@
-"""gc on millions of expired heartbeats beside a concurrent heartbeat writer (SPEC §7; issues 6, 11, 14).
+"""gc on millions of expired heartbeats beside a concurrent heartbeat writer (issues 6, 11, 14).
 
     python benchmarks/bench_gc.py [--quick] [--json] [--batch-sizes 2000,10000,20000]
 
@@ -11,8 +11,9 @@ heartbeats older than 24 h, about 97 % of them, in two cases:
   (the fleet's silent running run is set completed first);
 * "active rows": one run in ten is besides set paused (forgotten paused runs),
   so that about 500 k of the expired heartbeats (``--quick``: 50 k) belong to pending,
-  running or paused runs — issue 11's case of 400 k. gc deletes them too (B.2's rule);
-  a batch must not re-read the rows that others keep.
+  running or paused runs — issue 11's case of 400 k. gc deletes them too (expired
+  heartbeats go whatever their run's status); a batch must not re-read the rows that
+  others keep.
 
 For each batch size and case, two processes run at once:
 
@@ -22,8 +23,8 @@ For each batch size and case, two processes run at once:
 * a writer: one heartbeat every 20 ms through ``agents.heartbeat`` on its own connection,
   recording how long each call took (its wait for the write lock included) and any error.
 
-The baseline is one unbatched DELETE of the same rows in one transaction (B.2's statement),
-in the "active rows" case. Reported: gc rows/s (ratio against the baseline's rows/s),
+The baseline is one unbatched DELETE of the same rows in one transaction, in the
+"active rows" case. Reported: gc rows/s (ratio against the baseline's rows/s),
 the writer's p50/p99/max over the calls that started while gc ran (budget: p99 ≤ 250 ms and
 max ≤ 1 s, 0 errors), and whether gc's default batch size (``buildctl.gc.DEFAULT_BATCH_SIZE``)
 keeps the writer's p99 within 75 % of the budget in both cases (headroom for a noisy
@@ -73,7 +74,7 @@ EXPIRED_OF_ACTIVE_RUNS = (
     f"JOIN task_list_execution_runs r ON r.execution_id = a.execution_id WHERE r.status IN {ACTIVE} "
     "AND h.timestamp < strftime('%Y-%m-%d %H:%M:%f', 'now', :offset)")
 
-# B.2's statement: the same rows gc_delete_heartbeats.sql deletes, in one statement and one transaction.
+# The baseline: the same rows gc_delete_heartbeats.sql deletes, in one statement and one transaction.
 UNBATCHED = "DELETE FROM agent_heartbeats WHERE timestamp < strftime('%Y-%m-%d %H:%M:%f', 'now', :offset)"
 
 
@@ -207,7 +208,7 @@ def run(quick: bool = False, batch_sizes: tuple[int, ...] | None = None) -> list
         measurements.append(m)
     base = measurements[0]
     size = (f"{shape['heartbeats']:,} heartbeats in the table, {base['rows']:,} expired"
-            + (" (--quick: 1/10 of the SPEC's 5 M)" if quick else ""))
+            + (" (--quick: 1/10 of the full run's 5 M)" if quick else ""))
     budget = f"p99 <= {P99_BUDGET_MS:.0f} ms, max <= {MAX_BUDGET_MS:.0f} ms, 0 errors"
     results = []
     headroom_ok: dict[int, list[bool]] = {b: [] for b in batch_sizes}

@@ -1,4 +1,4 @@
-"""Per-call latency of the write hot path (SPEC §7), against baselines measured in the same run.
+"""Per-call latency of the write hot path, against baselines measured in the same run.
 
     python benchmarks/bench_hotpath.py [--quick] [--json]
 

@@ -1,4 +1,4 @@
-"""Peak memory (RSS) of the long-running commands (SPEC §7 / issue 8), each its own process.
+"""Peak memory (RSS) of the long-running commands (issue 8), each its own process.
 
     python benchmarks/bench_memory.py [--quick] [--json]
 

@@ -1,4 +1,4 @@
-"""The wave planner on 10,000 tasks with 50,000 dependencies (issue 3; SPEC §4, §7).
+"""The wave planner on 10,000 tasks with 50,000 dependencies (issue 3).
 
     python benchmarks/bench_planning.py [--quick] [--json]
 

@@ -1,4 +1,4 @@
-"""The SPEC §7 figures for PostgreSQL (SPEC §9), each against a baseline measured in the same run.
+"""The performance figures for PostgreSQL, each against a baseline measured in the same run.
 
     python benchmarks/bench_postgres.py [--quick] [--json]
 
@@ -37,7 +37,7 @@ import bench_executor  # noqa: E402
 import bench_writers  # noqa: E402
 import common  # noqa: E402
 
-FIGURE = "8. PostgreSQL (SPEC §9)"
+FIGURE = "8. PostgreSQL"
 HOT_BUDGET = 1.3
 EXECUTOR_BUDGET = 2.0
 BASELINE = "python: import psycopg, connect, insert 1 row"
@@ -280,7 +280,7 @@ def server_costs(ws: common.Workspace, quick: bool) -> list[dict]:
 # --------------------------------------------------------------------------- 6. gc and row sizes (docs/SCALING.md)
 
 def gc_and_sizes(ws: common.Workspace, quick: bool) -> list[dict]:
-    """What docs/SCALING.md needs beyond the SPEC's figures: the bytes a heartbeat and a log
+    """What docs/SCALING.md needs beyond the budgeted figures: the bytes a heartbeat and a log
     row take (table and indexes), and how fast `buildctl gc` deletes expired heartbeats."""
     import json
 

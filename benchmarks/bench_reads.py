@@ -1,4 +1,4 @@
-"""Reads stay flat as tables grow (SPEC §7): small database vs a large one, same run.
+"""Reads stay flat as tables grow: small database vs a large one, same run.
 
     python benchmarks/bench_reads.py [--quick] [--json]
 
@@ -10,13 +10,14 @@ the data (by time and by row id) and returns the same rows from both databases.
 
 For ``waves``, ``log tail -n 500``, ``agent stale`` and ``run show`` it measures the wall
 time of the CLI (one process per call, as people type it) and the in-process domain call,
-and for the B.8 named queries (sql/queries/) the query alone. The baseline of each large-
-database figure is the same figure on the small database, measured round-robin in the same
-run; budget: ratio ≤ 1.3. (The "every other command ≤ 350 ms" budget is figure 2b,
-bench_commands.py, which measures every command on a small database.)
+and for the named read queries (sql/queries/: those of these commands and of ``log
+failures``) the query alone. The baseline of each large-database figure is the same figure
+on the small database, measured round-robin in the same run; budget: ratio ≤ 1.3. (The
+"every other command ≤ 350 ms" budget is figure 2b, bench_commands.py, which measures
+every command on a small database.)
 
-Then ``EXPLAIN QUERY PLAN`` of each B.8 query on the large database, before and after
-``ANALYZE`` (what gc's ``PRAGMA optimize`` may do): any full SCAN of a table with
+Then ``EXPLAIN QUERY PLAN`` of each of those queries on the large database, before and
+after ``ANALYZE`` (what gc's ``PRAGMA optimize`` may do): any full SCAN of a table with
 ≥ 1,000 rows is reported.
 """
 
@@ -37,7 +38,7 @@ LARGE_RUNS, QUICK_RUNS = 1000, 100
 #: A table this big (in the large database) must be reached by an index, never SCANned whole.
 BIG_TABLE_ROWS = 1_000
 
-#: The B.8 queries (sql/queries/) and the parameters the commands give them.
+#: The named read queries (sql/queries/) and the parameters the commands give them.
 B8 = ("stale_agents", "execution_log_tail", "wave_summary", "consecutive_failures", "progress_between_attempts")
 
 
@@ -62,7 +63,7 @@ def _aliases(sql: str) -> dict[str, str]:
 
 
 def explain(db_path: Path, target: str, task: str) -> tuple[dict[str, list[str]], list[str]]:
-    """EXPLAIN QUERY PLAN of each B.8 query; returns (plans, full scans of big tables)."""
+    """EXPLAIN QUERY PLAN of each named query in ``B8``; returns (plans, full scans of big tables)."""
     from buildctl import storage
 
     db = storage.connect(str(db_path))
@@ -96,7 +97,7 @@ def run(quick: bool = False) -> list[dict]:
     large_runs = QUICK_RUNS if quick else LARGE_RUNS
     large_db, large = common.fleet(ws, large_runs)
     scale = (f"large = {large['runs']:,} runs, {large['log_rows']:,} log rows, {large['heartbeats']:,} heartbeats, "
-             f"{large['agents']:,} agents" + (" (--quick: 1/10 of the SPEC's size)" if quick else "")
+             f"{large['agents']:,} agents" + (" (--quick: 1/10 of the full run's size)" if quick else "")
              + f"; small = {small['runs']} runs, {small['log_rows']:,} log rows, {small['heartbeats']:,} heartbeats")
     rounds, warmup = (2, 0) if quick else (12, 1)
     bc = common.buildctl()
@@ -179,7 +180,7 @@ def run(quick: bool = False) -> list[dict]:
     conn.execute("ANALYZE")
     conn.close()
     plans_after, scans_after = explain(large_db, large["target"], task["large"])
-    # What a changed plan costs: the B.8 queries on the large database with the statistics.
+    # What a changed plan costs: the named queries on the large database with the statistics.
     db = storage.connect(str(large_db))
     after_ms = {}
     for name in B8:
@@ -194,7 +195,7 @@ def run(quick: bool = False) -> list[dict]:
     conn.close()
     all_scans = [f"before ANALYZE: {s}" for s in scans] + [f"after ANALYZE: {s}" for s in scans_after]
     results.append(common.result(
-        "B.8 EXPLAIN QUERY PLAN: full SCANs of big tables", float(len(all_scans)), "scans",
+        "named queries' EXPLAIN: full SCANs of big tables", float(len(all_scans)), "scans",
         baseline="-", budget="0", met=not all_scans, figure=FIGURE, digits=0,
         notes=("; ".join(all_scans) if all_scans else
                f"every table with >= {BIG_TABLE_ROWS:,} rows is reached by an index (SEARCH), before and after ANALYZE")

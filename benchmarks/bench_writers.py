@@ -1,4 +1,4 @@
-"""32 concurrent writer processes (SPEC §7, §8): zero errors, zero lost rows.
+"""32 concurrent writer processes: zero errors, zero lost rows.
 
     python benchmarks/bench_writers.py [--quick] [--json] [--writers 32] [--seconds 20]
 
@@ -138,7 +138,7 @@ def measure(fresh, work: Path, quick: bool, writers: int, seconds: float | None,
     common.log(f"{prefix}writers: {many['reported']:,} rows, {len(many['errors'])} errors, {many['lost']} lost")
     lat = many["latencies"] or [0.0]
     errs = f"; first error: {many['errors'][0]}" if many["errors"] else ""
-    shape = f"{writers} processes x {seconds:g} s" + (" (--quick: the SPEC's 20 s cut to 5 s)" if quick else "")
+    shape = f"{writers} processes x {seconds:g} s" + (" (--quick: the full run's 20 s cut to 5 s)" if quick else "")
     return [
         common.result(f"{prefix}{writers} writers: rows/s", many["rows_per_s"], "rows/s", baseline="1 writer alone rows/s",
                       baseline_value=one["rows_per_s"], figure=figure, digits=0,

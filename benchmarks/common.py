@@ -197,7 +197,7 @@ class Workspace:
         return d
 
 
-# --------------------------------------------------------------------------- PostgreSQL (SPEC §9)
+# --------------------------------------------------------------------------- PostgreSQL
 
 #: Where the PostgreSQL rows run: a role that may CREATE DATABASE (each benchmark makes its
 #: own databases on that server and drops them at the end).

@@ -1,4 +1,4 @@
-"""One command for every SPEC §7 performance figure, each against a baseline measured in the same run.
+"""One command for every performance figure, each against a baseline measured in the same run.
 
     python benchmarks/run.py [--quick] [--json PATH] [--only NAME,...]
 
@@ -18,7 +18,7 @@ Benchmarks, in order (``--only`` takes their names):
   writers   5. 32 concurrent writer processes: rows/s, errors, lost rows
   executor  6. run exec on 500 no-op tasks vs xargs / make / GNU parallel; 200 tasks in 10 waves
   memory    7. peak RSS of agent work, gc on the large database, log tail --follow
-  postgres  8. the PostgreSQL figures (SPEC §9): hot path vs a bare psycopg insert, 32 writers,
+  postgres  8. the PostgreSQL figures: hot path vs a bare psycopg insert, 32 writers,
                64 claimers under max_parallel_agents, run exec overhead vs SQLite's; skipped
                (each row says why) without BUILDCTL_BENCH_PG_DSN or BUILDCTL_TEST_PG_DSN
 
@@ -58,7 +58,7 @@ BENCHMARKS = {
     "writers": ("bench_writers", "5. 32 concurrent writers"),
     "executor": ("bench_executor", "6. executor overhead"),
     "memory": ("bench_memory", "7. peak memory"),
-    "postgres": ("bench_postgres", "8. PostgreSQL (SPEC §9)"),
+    "postgres": ("bench_postgres", "8. PostgreSQL"),
 }
 DEFAULT_JSON = HERE / "results" / "latest.json"
 
@@ -172,7 +172,7 @@ def print_table(results: list[dict], out=sys.stdout) -> None:
 def print_plans(results: list[dict], out=sys.stdout) -> None:
     for r in results:
         for when, plans in (r.get("plans") or {}).items():
-            print(f"\nEXPLAIN QUERY PLAN of the B.8 queries on the large database ({when}):", file=out)
+            print(f"\nEXPLAIN QUERY PLAN of the named queries on the large database ({when}):", file=out)
             for name, lines in plans.items():
                 print(f"  {name}.sql", file=out)
                 for line in lines:

@@ -1,8 +1,9 @@
-"""Build agents: spawn, heartbeat, finish, list, show, stale (+ mark) (SPEC §4, B.1, B.2).
+"""Build agents: spawn, heartbeat, finish, list, show, stale (+ mark).
 
 Stdlib only, and cheap to import: ``heartbeat`` and ``agent finish`` run on the lean
-hot path (SPEC §7). ``jsonstrict``, ``ids`` (which pulls in ``secrets``), ``assignments``
-and ``psutil`` are imported inside the functions that need them.
+hot path (a process per call, where start-up is most of the cost). ``jsonstrict``,
+``ids`` (which pulls in ``secrets``), ``assignments`` and ``psutil`` are imported inside
+the functions that need them.
 
 Lifecycle: initializing (spawned) → running → idle ↔ running → completed | failed | stuck.
 A stuck agent that heartbeats again goes back to running, with a ``warning`` event.
@@ -27,7 +28,7 @@ STATUSES = states.AGENT_STATUSES
 ENDED = states.AGENT_FINISHED
 HEARTBEAT_STATUSES = states.HEARTBEAT_STATUSES
 FINISH_STATUSES = states.FINISH_STATUSES
-#: Judged stale by `agent stale` (the fixed B.8 query).
+#: Judged stale by `agent stale` (sql/queries/stale_agents.sql).
 LIVE = states.AGENT_LIVE
 DEFAULT_STALE_S = 60.0
 
@@ -294,7 +295,7 @@ def heartbeat(db: Database, instance_id: str, status: str | None = None, task: s
     when given) in one transaction. ``pid`` samples that process's memory and CPU
     (explicit ``memory_mb``/``cpu`` win). Refused (Conflict) for an unknown or ended
     agent, and for an agent of a cancelled run: that refusal is how a script learns
-    to stop (SPEC §4 "Cancel reaches every agent"). A stuck agent goes back to running,
+    to stop (cancel reaches every agent). A stuck agent goes back to running,
     unless ``revive_stuck`` is false (a worker: its agent marked stuck stops instead)."""
     check_heartbeat_values(status, progress, memory_mb, cpu, pid)
     if pid is not None and (memory_mb is None or cpu is None):
@@ -474,7 +475,7 @@ def show(db: Database, instance_id: str, heartbeats: int = 10) -> dict:
 # --------------------------------------------------------------------------- stale
 
 def stale(db: Database, threshold_s: float = DEFAULT_STALE_S, execution_id: str | None = None) -> list[dict]:
-    """B.8's stale query, fixed (sql/queries/stale_agents.sql): live agents whose last
+    """The stale query (sql/queries/stale_agents.sql): live agents whose last
     heartbeat — or spawn, when they never sent one — is older than ``threshold_s``."""
     from buildctl.durations import offset
 
@@ -492,7 +493,7 @@ def mark_stale(db: Database, threshold_s: float = DEFAULT_STALE_S, execution_id:
 
 
 def recover(db: Database, stale_after_s: float = DEFAULT_STALE_S, execution_id: str | None = None) -> dict:
-    """Give back the work of agents that cannot do it (SPEC §4 "Runs heal themselves"):
+    """Give back the work of agents that cannot do it (so runs heal themselves):
 
     - every stale live agent (the lease expired: no heartbeat for ``stale_after_s`` by
       the database clock) is marked stuck, with an ``error_context``, and its tasks

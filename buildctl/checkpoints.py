@@ -1,4 +1,4 @@
-"""Git checkpoints (SPEC §4, §8): create, list, restore — and the deletion helpers gc needs.
+"""Git checkpoints: create, list, restore — and the deletion helpers gc needs.
 
 A checkpoint is a commit object holding the whole working tree (tracked files and
 untracked files that are not ignored), built in a temporary index so that HEAD, the
@@ -104,7 +104,7 @@ def _who() -> dict:
 
 def _made_elsewhere(repo: Repo, row: dict, meta: dict) -> bool:
     """Whether the checkpoint was made on another host (each host of a farm has its own
-    clone, SPEC §9). Its ref is that clone's; it is restored here only from its commit,
+    clone). Its ref is that clone's; it is restored here only from its commit,
     and refused, changing nothing, when that commit is not in this clone."""
     by = meta.get("created_by")
     made_on = by.get("host") if isinstance(by, dict) else None

@@ -196,10 +196,10 @@ def follow(db: Database, execution_id: str, limit: int = DEFAULT_TAIL, task: str
 def failures(db: Database, execution_id: str, task: str | None = None, min_failures: int = 3) -> list[dict]:
     """Tasks of the lane that hit the SIA trigger (≥ ``min_failures`` consecutive ``task_failed``).
 
-    For each: whether the error changed between attempts (B.8's progress check on
-    ``context.error``). ``no_progress`` looks at the trigger window, the last
-    ``min_failures`` attempts: the same error each time means the task is stuck,
-    however it failed before that.
+    For each: whether the error changed between attempts
+    (sql/queries/progress_between_attempts.sql, on ``context.error``). ``no_progress``
+    looks at the trigger window, the last ``min_failures`` attempts: the same error each
+    time means the task is stuck, however it failed before that.
     """
     if min_failures is None or int(min_failures) < 1:
         raise UsageError(f"--min must be at least 1, not {min_failures}")

@@ -5,8 +5,8 @@ module registers each worker's agent itself, so that it knows whose worker died:
 worker that exits while its agent is still live (SIGKILL, the OOM killer, a crash) is
 noticed at once — its agent is marked failed with the signal in ``error_context``,
 its task released in the same transaction (the attempt counts), what is left of the
-task's processes killed, and a replacement started while the run has work (SPEC §4
-"Runs heal themselves"). It samples the database for the live view, and on Ctrl-C,
+task's processes killed, and a replacement started while the run has work (runs heal
+themselves, with no cron). It samples the database for the live view, and on Ctrl-C,
 SIGTERM or SIGHUP cancels the run so that every worker stops its task and exits.
 """
 

@@ -1,8 +1,8 @@
 """`buildctl gc`: cleanup that cron can run on a busy database.
 
-Heartbeats older than the cut-off go whatever their run's status (B.2's rule; an
-agent's ``last_heartbeat`` column keeps what staleness needs). The log and the
-checkpoints of a pending, running or paused run are never touched.
+Heartbeats older than the cut-off go whatever their run's status (an agent's
+``last_heartbeat`` column keeps what staleness needs). The log and the checkpoints of a
+pending, running or paused run are never touched.
 
 Each step deletes in bounded batches of constant cost — every batch reaches its rows
 through an index and never re-reads the rows it keeps — one short BEGIN IMMEDIATE

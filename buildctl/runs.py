@@ -1,5 +1,5 @@
 """Execution runs: start (plan + persist waves), list,
-show, pause/resume/cancel, and the B.8 wave summary.
+show, pause/resume/cancel, and the wave summary.
 
 Domain functions return plain data and never print. Each write is one short
 ``db.write()`` transaction; a refusal raises before anything is written.
@@ -258,7 +258,7 @@ def show_run(db: Database, value: str) -> dict:
 
 
 def wave_summary(db: Database, value: str) -> dict:
-    """The B.8 wave summary (sql/queries/wave_summary.sql) plus the run's status."""
+    """The wave summary (sql/queries/wave_summary.sql) plus the run's status."""
     execution_id = resolve.execution(db, value)["execution_id"]
     with db.read():
         run = _run_row(db, execution_id)

@@ -5,7 +5,7 @@ compares them. Everything else imports from here: a list written out a second ti
 is a list that drifts. Stdlib only and free to import (the hot path uses it).
 """
 
-# --------------------------------------------------------------------------- runs (B.6)
+# ----------------------------------------------------------------- runs (task_list_execution_runs)
 RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled", "paused")
 #: A run in one of these can still hand out work (gc and the log never touch it).
 RUN_ACTIVE = ("pending", "running", "paused")
@@ -15,11 +15,11 @@ RUN_GOING = ("pending", "running")
 RUN_ENDED = ("completed", "failed", "cancelled")
 TRIGGERS = ("user", "auto", "retry")
 
-# --------------------------------------------------------------------------- waves (B.4)
+# ---------------------------------------------------------------- waves (parallel_execution_waves)
 WAVE_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 WAVE_OPEN = ("pending", "running")
 
-# --------------------------------------------------------------------------- assignments (B.5)
+# ------------------------------------------------------------- assignments (wave_task_assignments)
 ASSIGNMENT_STATUSES = ("pending", "assigned", "running", "completed", "failed", "skipped")
 #: Still to do: the wave barrier waits for these.
 ASSIGNMENT_ACTIVE = ("pending", "assigned", "running")
@@ -27,7 +27,7 @@ ASSIGNMENT_ACTIVE = ("pending", "assigned", "running")
 ASSIGNMENT_HELD = ("assigned", "running")
 ASSIGNMENT_ENDED = ("completed", "failed", "skipped")
 
-# --------------------------------------------------------------------------- agents (B.1)
+# ------------------------------------------------------------------ agents (build_agent_instances)
 AGENT_STATUSES = ("initializing", "running", "idle", "completed", "failed", "stuck")
 #: Judged by their heartbeats: these can go stale.
 AGENT_LIVE = ("initializing", "running", "idle")
@@ -43,7 +43,7 @@ FINISH_STATUSES = ("completed", "failed")
 LIST_STATUSES = ("draft", "ready", "in_progress", "paused", "completed", "archived")
 TASK_STATUSES = ("pending", "in_progress", "completed", "failed", "blocked", "skipped")
 
-# --------------------------------------------------------------------------- the execution log (B.3)
+# ---------------------------------------------------------- the execution log (task_execution_log)
 EVENT_TYPES = (
     "task_started", "task_completed", "task_failed", "task_skipped",
     "checkpoint_created", "checkpoint_restored",

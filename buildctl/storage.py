@@ -1,7 +1,8 @@
-"""The one place database connections are made: a SQLite file, or PostgreSQL (SPEC §9).
+"""The one place database connections are made: a SQLite file, or PostgreSQL.
 
-Stdlib only at import time: the lean hot path (SPEC §7) imports this module, so
-nothing here may import Typer, Rich, pydantic or sqlite-utils at module level, and
+Stdlib only at import time: the lean hot path (``heartbeat``, ``log add``, ``agent
+finish``: a process per call, where start-up is most of the cost) imports this module,
+so nothing here may import Typer, Rich, pydantic or sqlite-utils at module level, and
 psycopg is imported only when a ``postgresql://`` location is opened.
 
 Both engines answer through one ``Database`` interface (``execute``, ``query``,
@@ -26,7 +27,7 @@ from buildctl.dialect import POSTGRES, SQLITE, pyformat
 from buildctl.errors import ConnectionLost, DatabaseError, DatabaseUnavailable, NeedsMigration, hide
 
 # pathlib (~8 ms) and typing (~4 ms) are kept off the import path: the hot path
-# (SPEC §7) opens a connection on every call and has ~30 ms in all.
+# opens a connection on every call and has ~30 ms in all.
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from buildctl.dialect import Postgres, SQLite
 
-#: SQLite waits this long for a competing writer before giving up (SPEC §2: ≥ 5 s).
+#: SQLite waits this long for a competing writer before giving up (at least 5 s).
 #: Generous, because 32 processes writing at once is the normal case.
 BUSY_TIMEOUT_MS = 30_000
 
@@ -624,7 +625,8 @@ class PostgresDatabase(Database):
 
 
 def configure(conn: sqlite3.Connection) -> None:
-    """The SQLite settings of SPEC §2, applied to every connection."""
+    """The SQLite settings, applied to every connection: WAL, the busy timeout, foreign
+    keys on, synchronous=NORMAL."""
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode.lower() != "wal":
@@ -638,7 +640,8 @@ def _no_database(path: str) -> NeedsMigration:
 
 
 def connect(location: str | None = None, *, create: bool = False, check_schema: bool = True) -> Database:
-    """Open the database at ``location`` (resolved as SPEC §2 says).
+    """Open the database at ``location`` (resolved by ``resolve_location``: --db >
+    BUILDCTL_DB > the user's state folder).
 
     ``create`` is for ``migrate`` only: it makes the SQLite folder (0700) and file (0600);
     a PostgreSQL database must exist already (migrate creates its tables). Every other

@@ -13,8 +13,8 @@ once; if it cannot write a heartbeat for longer than the stale threshold, it sto
 the child and the worker exits, so that a task never runs twice at once. A worker
 whose agent was marked stuck (by a peer, or because its task made no progress) stops.
 
-While it waits for work, a worker also recovers its run's stale peers (the lease of
-SPEC §4): a worker that died with nobody to notice has its task handed back once its
+While it waits for work, a worker also recovers its run's stale peers (a lease that
+expires): a worker that died with nobody to notice has its task handed back once its
 heartbeats are older than staleAfterMs. The task's processes die with their worker,
 detached ones included (see _WATCHER).
 
@@ -36,7 +36,7 @@ from buildctl import agents, agentstate, assignments, execlog, exitcodes, ids, s
 from buildctl.errors import BuildctlError, Conflict, ConnectionLost, DatabaseError, InvalidInput, NotFound, UsageError
 
 STDERR_TAIL_LINES = 20
-#: An idle worker looks for stale peers of its run at most this often (SPEC §4's lease).
+#: An idle worker looks for stale peers of its run at most this often (the lease check).
 RECOVERY_INTERVAL_S = 1.0
 #: A worker's connection checkpoints the WAL at most this often (storage.pace_checkpoints):
 #: often enough that the WAL left to copy when the run's last connection closes is small
@@ -682,7 +682,7 @@ class Worker:
         connection commits, and reading it touches no table) and look again, read-only,
         as soon as something changed. A claim (a write transaction) follows only when
         the look says there is work. While waiting, at most once a second, the worker
-        also recovers the run's stale peers (the lease, SPEC §4): a dead agent's task
+        also recovers the run's stale peers (an expired lease): a dead agent's task
         comes back with no command typed and no parent process to notice the death.
         """
         self.status = "idle"
@@ -832,8 +832,8 @@ class Worker:
         task, in the same transaction, unless the worker is to take no more (the next
         claim is then the main loop's).
 
-        When the task makes no progress (SPEC §4: the third consecutive failure with the
-        same error), the domain marks this agent stuck and hands the task back in the
+        When the task makes no progress (the third consecutive failure with the same
+        error), the domain marks this agent stuck and hands the task back in the
         transaction that records the failure; the worker then stops (stop_reason)."""
         aid = claim["assignment_id"]
         with self.lock:
@@ -880,7 +880,7 @@ class Worker:
                 self.child = None
                 self.status = "idle"
 
-    # ------------------------------------------------------------------ a lost connection (SPEC §9)
+    # ------------------------------------------------------------------ a lost connection
     def _db(self, call, settled=None):
         """``call()``, carried through a connection lost while it ran (ConnectionLost: whether
         it took effect is unknown). The connection reconnects on its next statement (with

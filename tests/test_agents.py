@@ -1,4 +1,4 @@
-"""Agents: spawn, heartbeat, finish, list, show, stale (+ --mark) — SPEC §4, issue 4.
+"""Agents: spawn, heartbeat, finish, list, show, stale (+ --mark) — issue 4.
 
 Runs, waves and agents are seeded with raw SQL (tests/seed.py) so that these tests
 do not depend on `run start`.
@@ -227,7 +227,8 @@ def ages(db):
 def test_stale_reports_old_and_never_heartbeated_agents(cli, ages):
     rows = json.loads(cli("agent", "stale", "--json", check=True).stdout)
     assert sorted(r["instance_id"] for r in rows) == ["ag_2min", "ag_silent"]
-    # The appendix's own query misses the agent that never sent a heartbeat.
+    # ag_silent never sent a heartbeat: it is judged by spawned_at (a query on
+    # last_heartbeat alone would miss it).
     # A longer threshold leaves them all alone; a shorter one catches the 30 s agent.
     assert json.loads(cli("agent", "stale", "--threshold", "5m", "--json", check=True).stdout) == []
     short = json.loads(cli("agent", "stale", "--threshold", "20s", "--json", check=True).stdout)

@@ -1,4 +1,4 @@
-"""The assignment state machine (SPEC §4): claims, the wave barrier, the agent limit, retries,
+"""The assignment state machine: claims, the wave barrier, the agent limit, retries,
 failure isolation, and counters that always equal a recount — also under 8 concurrent processes."""
 
 from __future__ import annotations

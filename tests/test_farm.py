@@ -1,4 +1,4 @@
-"""A build farm on PostgreSQL (issue 12, SPEC §9): workers that survive a dropped
+"""A build farm on PostgreSQL (issue 12): workers that survive a dropped
 connection, several hosts on one run (two clones, a clock five minutes ahead in another
 time zone), max_parallel_agents under 64 claimers, the lease across hosts.
 

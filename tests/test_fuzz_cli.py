@@ -1,4 +1,4 @@
-"""Hypothesis-driven fuzzing of the whole command line and of `tasks import` files (issue 8, SPEC §6/§8).
+"""Hypothesis-driven fuzzing of the whole command line and of `tasks import` files (issue 8).
 
 Properties, for every generated argument list or file:
 - never a traceback, never exit 70 (INTERNAL);

@@ -49,7 +49,7 @@ def test_heartbeats_older_than_the_cutoff_go_whatever_their_run_and_dry_run_coun
     conn = _seed_two_runs(migrated)
     ages = [60, 3600, 23 * 3600, 25 * 3600, 48 * 3600, 30 * 86400]
     _heartbeats(conn, "ag_ended", ages)
-    _heartbeats(conn, "ag_live", ages)  # an active run: B.2's 24 hours all the same
+    _heartbeats(conn, "ag_live", ages)  # an active run: the 24-hour cut-off all the same
     conn.close()
     last_heartbeat = _count(migrated, "SELECT last_heartbeat FROM build_agent_instances WHERE instance_id='ag_live'")
     before = snapshot(migrated)

@@ -1,6 +1,6 @@
-"""Runs that heal themselves (issue 11, SPEC §4 "Runs heal themselves", "Cancel reaches
-every agent", §8): real `run exec` and worker processes, real signals, real shell tasks
-that count their side effects in files, one real database (SQLite, and PostgreSQL).
+"""Runs that heal themselves and a cancel that reaches every agent (issue 11): real
+`run exec` and worker processes, real signals, real shell tasks that count their side
+effects in files, one real database (SQLite, and PostgreSQL).
 
 No timed assertions beyond the promise under test ("well within staleAfterMs + a few
 seconds"), and those with generous margins: every wait polls a real condition.

@@ -1,4 +1,4 @@
-"""The lean hot path (SPEC §7): no Typer/Rich/pydantic/sqlite-utils at run time, one
+"""The lean hot path: no Typer/Rich/pydantic/sqlite-utils at run time, one
 declaration feeding both paths, the same behaviour on both, and 32 writers at once."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """SQL injection attempts in every free-text argument are stored verbatim and harmless
-(issue 8, SPEC §8): log messages and --context values, ids and prefixes, display ids,
+(issue 8): log messages and --context values, ids and prefixes, display ids,
 titles, commands, paths and names in imported task lists, checkpoint messages, agent
 errors and config. Afterwards the schema is exactly what it was, doctor is clean, and the
 text reads back byte-identical through the commands' own --json output.

@@ -1,4 +1,4 @@
-"""Strict input (issue 11 item 5, SPEC §6): JSON is strict RFC 8259 on the way in and out
+"""Strict input (issue 11 item 5): JSON is strict RFC 8259 on the way in and out
 (buildctl.jsonstrict), and every number read from --config, a task-list file or a duration
 has a range; a refusal is one line, exit 3 (2 for an option), and writes nothing."""
 

@@ -1,4 +1,4 @@
-"""Readers tolerate a malformed stored row (issue 11 item 5, SPEC §6): JSON text that is not
+"""Readers tolerate a malformed stored row (issue 11 item 5): JSON text that is not
 strict JSON (NaN written by an old version, garbage written by hand) and non-finite REALs
 break no read command; JSON output stays strict and shows such a value raw, as a string.
 

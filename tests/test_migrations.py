@@ -22,7 +22,7 @@ APPENDIX_TABLES = {
 BASE_TABLES = {"task_lists_v2", "tasks", "task_relationships", "task_file_impacts", "parallelism_analysis",
                "grouping_suggestions"}
 
-# Every index of the appendix, with its partial WHERE clause where it has one.
+# Every index of the original schema (migrations 073-076), with its partial WHERE clause where it has one.
 APPENDIX_INDEXES = {
     "idx_build_agents_execution": ("build_agent_instances", None),
     "idx_build_agents_status": ("build_agent_instances", None),
@@ -77,7 +77,7 @@ def test_blank_database_gets_every_table_index_and_check(migrated):
             assert sql.endswith(f"WHERE {where}"), sql
         else:
             assert "WHERE" not in sql, sql
-    # The constraints are named as in the appendix, inside the real table definitions.
+    # The CHECK constraints keep their names (valid_status, ...), inside the real table definitions.
     for table, constraint, _ in CHECKS:
         assert f"CONSTRAINT {constraint} CHECK" in objects[table]["sql"], (table, constraint)
     assert "UNIQUE(execution_id, wave_number)" in objects["parallel_execution_waves"]["sql"]

@@ -1,4 +1,4 @@
-"""The pure wave planner (SPEC §4 "Waves"): property tests over random DAGs and file impacts."""
+"""The pure wave planner: property tests over random DAGs and file impacts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from buildctl.planning import CycleError, Impact, find_cycle, longest_chain, plan_waves
 
 OPS = ["CREATE", "UPDATE", "DELETE", "READ"]
-# Written out independently of the module under test: SPEC §4's conflicting pairs.
+# Written out independently of the module under test: the pairs of operations on one path that conflict.
 CONFLICTING = {frozenset(p) for p in [("CREATE", "CREATE"), ("CREATE", "DELETE"), ("UPDATE", "UPDATE"),
                                        ("UPDATE", "DELETE"), ("DELETE", "DELETE"), ("DELETE", "READ")]}
 

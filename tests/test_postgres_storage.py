@@ -1,4 +1,4 @@
-"""PostgreSQL storage (SPEC §9): the connection, the SQL translation, the dialect's
+"""PostgreSQL storage: the connection, the SQL translation, the dialect's
 migrations and named queries, and the promises that hold whatever the session says
 (time zone, isolation defaults, PgBouncer's transaction mode).
 

@@ -1,4 +1,4 @@
-"""The B.8 queries, run from sql/queries/ against seeded rows."""
+"""The named queries, run from sql/queries/ against seeded rows."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def test_progress_between_attempts_compares_each_attempt_with_the_next(db):
     ids = seed.seed_list(conn, tasks=("T-001", "T-002"))
     seed.seed_run(conn)
     t1, t2 = ids["T-001"], ids["T-002"]
-    # Same second for all three: the appendix's `tel2.timestamp > tel1.timestamp` would pair none.
+    # Same second for all three: pairing by `tel2.timestamp > tel1.timestamp` alone would pair none.
     for err in ("disk full", "disk full", "disk full"):
         _log(conn, "ex_seed", t1, "task_failed", "failed", error=err)
     for err in ("E1", "E2", "E2"):

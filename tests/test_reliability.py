@@ -1,4 +1,4 @@
-"""Reliability suite (issue 8, SPEC §8): faults injected into real processes on real files.
+"""Reliability suite (issue 8): faults injected into real processes on real files.
 
 Each fault test kills or starves a real `buildctl` (or worker) process, then checks
 that the database passes the product's own invariant check (`doctor.diagnose`:
@@ -99,7 +99,7 @@ def _worker(db_path: Path, ex: str, *extra: str) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_agent_killed_mid_task_is_detected_and_its_task_runs_again_elsewhere(cli, migrated, tmp_path):
-    """SPEC §8: a SIGKILLed agent is detected as stale and its task runs again elsewhere;
+    """A SIGKILLed agent is detected as stale and its task runs again elsewhere;
     no task runs twice at once."""
     go = tmp_path / "go"
     started = tmp_path / "started"
@@ -245,7 +245,7 @@ def _rewritten(path: Path) -> bool:
 @pytest.mark.skipif(not git_available(), reason="git is not installed")
 def test_restore_killed_mid_way_loses_nothing_the_pre_restore_checkpoint_brings_it_all_back(cli, migrated, tmp_path,
                                                                                          monkeypatch, capsys):
-    """SPEC §8 "Restore never destroys uncheckpointed work": SIGKILL `checkpoint restore`
+    """Restore never destroys uncheckpointed work: SIGKILL `checkpoint restore`
     at spread-out moments (before, during and after its automatic checkpoint, while the
     working tree changes); afterwards either the tree was not touched yet, or the automatic
     pre-restore checkpoint (found with `checkpoint list`) restores every file that existed

@@ -1,4 +1,4 @@
-"""`buildctl run start|list|show|pause|resume|cancel` and `buildctl waves` (SPEC §4, §5, §6)."""
+"""`buildctl run start|list|show|pause|resume|cancel` and `buildctl waves`."""
 
 from __future__ import annotations
 

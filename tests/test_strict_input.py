@@ -1,4 +1,4 @@
-"""Property tests of strict input (issue 11 item 5, SPEC §6): NaN, Infinity, numbers that
+"""Property tests of strict input (issue 11 item 5): NaN, Infinity, numbers that
 overflow, deep nesting, duplicate keys, lone surrogates and any unicode, fed to jsonstrict,
 `--context` (execlog.parse_context), `--config` (agentstate.parse_config) and task-list files
 (tasklists.parse_text and validate), and durations.

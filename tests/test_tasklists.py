@@ -1,4 +1,4 @@
-"""`buildctl tasks import|list|show` and the task-list file validation (SPEC §4 "Task list files")."""
+"""`buildctl tasks import|list|show` and the task-list file validation."""
 
 from __future__ import annotations
 

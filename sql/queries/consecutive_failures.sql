@@ -1,10 +1,10 @@
--- B.8 "Find Consecutive Failures (for SIA Trigger)".
+-- The SIA trigger: tasks with at least :min_failures consecutive failures.
 --
--- Fixed to count *consecutive* failures, as its title says: the appendix counts
--- every task_failed event of the task, so a task that failed twice, succeeded in
--- an earlier run of the lane and failed once more would trigger. Here only the
--- task_failed events after the task's last task_completed in this execution
--- count. :task_id may be NULL to check every task of the execution.
+-- Only *consecutive* failures count: counting every task_failed event of the
+-- task would trigger on a task that failed twice, succeeded in an earlier run of
+-- the lane and failed once more. So only the task_failed events after the task's
+-- last task_completed in this execution count. :task_id may be NULL to check
+-- every task of the execution.
 SELECT
   t.id,
   t.display_id,

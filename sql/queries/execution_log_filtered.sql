@@ -1,10 +1,10 @@
--- `log tail` with filters: execution_log_tail.sql (B.8 "Get Execution Log for
--- SIA") plus optional filters. Lane-isolated, newest first; the caller reverses
--- the rows to print them oldest first. Ties on timestamp are broken by row id.
+-- `log tail` with filters: execution_log_tail.sql plus optional filters.
+-- Lane-isolated, newest first; the caller reverses the rows to print them oldest
+-- first. Ties on timestamp are broken by row id.
 --
 -- :task_id      a task id, or NULL for every task
 -- :types        a JSON array of event types, or NULL for every type
--- :errors_only  1 to keep only task_failed and error events (B.3's error index)
+-- :errors_only  1 to keep only task_failed and error events (served by idx_exec_log_errors)
 -- :since        an SQLite datetime modifier such as '-900.000 seconds', or NULL
 SELECT tel.*, t.title, t.display_id
 FROM task_execution_log tel

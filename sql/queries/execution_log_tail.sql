@@ -1,9 +1,9 @@
--- B.8 "Get Execution Log for SIA (Last 500 Lines)": lane-isolated, newest first;
--- the caller reverses the rows to print them oldest first.
+-- The last :limit events of one execution (`log tail` without filters):
+-- lane-isolated, newest first; the caller reverses the rows to print them oldest first.
 --
--- Fixed: the appendix selects `t.file`, a column tasks does not have (file
--- impacts live in task_file_impacts); we select the task's display id instead.
--- Ties on timestamp are broken by row id (SPEC §2).
+-- tasks has no file column (file impacts live in task_file_impacts), so the
+-- task's display id is selected beside its title. Ties on timestamp are broken by
+-- row id, so the order is total.
 SELECT tel.*, t.title, t.display_id
 FROM task_execution_log tel
 LEFT JOIN tasks t ON tel.task_id = t.id

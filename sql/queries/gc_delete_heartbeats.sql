@@ -1,8 +1,8 @@
 -- One batch of heartbeats older than the cut-off, oldest first, whatever their run's
--- status (B.2's rule; an agent's last_heartbeat keeps what staleness needs).
--- Moved here from B.2's migration (an appendix defect: a DELETE inside a migration
--- runs once, at migrate time). gc runs it repeatedly, one batch per short
--- transaction, until it deletes fewer rows than :batch_size.
+-- status (an agent's last_heartbeat keeps what staleness needs). It lives here, not
+-- in a migration: a DELETE inside a migration would run once, at migrate time.
+-- gc runs it repeatedly, one batch per short transaction, until it deletes fewer
+-- rows than :batch_size.
 --
 -- Constant cost per batch: the rows are the first :batch_size entries of
 -- idx_heartbeats_timestamp (all of them expired, since earlier batches took the older

@@ -1,14 +1,15 @@
--- B.8 "Check for Progress Between Attempts".
+-- Progress between attempts: did a task's error change from one failed attempt
+-- to the next? (the no-progress check of `log failures`).
 --
--- Fixed in three ways: the appendix joins every failed attempt with every later
--- one (n² pairs, and "later" by timestamp alone, so two failures in the same
--- second were never compared); here each failed attempt is paired with the next
--- one only, ordered by (timestamp, id). It is lane-isolated: both attempts
--- belong to :execution_id. And, like consecutive_failures.sql, it looks only at
--- the consecutive failures, those after the task's last task_completed.
+-- Each failed attempt is paired with the next one only, ordered by (timestamp,
+-- id): joining every failed attempt with every later one would make n² pairs, and
+-- "later" by timestamp alone would never compare two failures in the same second.
+-- It is lane-isolated: both attempts belong to :execution_id. And, like
+-- consecutive_failures.sql, it looks only at the consecutive failures, those
+-- after the task's last task_completed.
 --
 -- "The error" is context.error; an event without one is compared by its message
--- (the appendix's `=` on two NULLs would call every such pair "changed"), and so
+-- (`=` on two NULLs would call every such pair "changed"), and so
 -- is an event whose context is not valid JSON (a row written by an old version):
 -- json_extract on it would fail the whole query.
 WITH failures AS (

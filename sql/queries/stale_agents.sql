@@ -1,10 +1,9 @@
--- B.8 "Find Agents with Stale Heartbeats", fixed.
+-- Agents with stale heartbeats: live agents silent for longer than :threshold.
 --
--- The appendix's query only looks at status = 'running' agents with a
--- last_heartbeat, so an agent that was spawned and died before its first
--- heartbeat (last_heartbeat IS NULL) is never found, nor is an idle one. Here an
--- agent in initializing, running or idle is judged by last_heartbeat, or by
--- spawned_at when it never sent one (SPEC §4).
+-- Looking only at status = 'running' agents with a last_heartbeat would miss an
+-- agent that was spawned and died before its first heartbeat (last_heartbeat IS
+-- NULL), and an idle one. So an agent in initializing, running or idle is judged
+-- by last_heartbeat, or by spawned_at when it never sent one.
 --
 -- :threshold is an SQLite datetime modifier such as '-60 seconds'. The cut-off keeps
 -- its milliseconds (strftime … %f): datetime('now', …) truncates to the second, which

@@ -1,10 +1,10 @@
--- B.8 "Get Wave Status Summary".
+-- The wave status summary (`buildctl waves`): per wave its counters and active agents.
 --
--- Fixed: the appendix joins every assignment an agent ever held, so an agent that
--- finished its wave-1 task and now runs a wave-2 task counted as active in both
--- waves. Only assignments still held (assigned or running) make an agent active in
--- a wave. Added: skipped_count, the wave's tasks skipped because a dependency failed
--- or the run was cancelled (the appendix counts only completed and failed).
+-- Only assignments still held (assigned or running) make an agent active in a
+-- wave: joining every assignment an agent ever held would count an agent that
+-- finished its wave-1 task and now runs a wave-2 task as active in both waves.
+-- skipped_count: the wave's tasks skipped because a dependency failed or the run
+-- was cancelled (the wave's own counters count only completed and failed).
 SELECT
   pew.wave_number,
   pew.status,

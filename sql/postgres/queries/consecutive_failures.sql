@@ -1,7 +1,7 @@
 -- PostgreSQL dialect of sql/queries/consecutive_failures.sql: same parameters, same
--- columns (read that file for what the query fixes in B.8).
+-- columns (read that file for why the query is written so).
 --
--- B.8 "Find Consecutive Failures (for SIA Trigger)": the task_failed events after
+-- The SIA trigger, counting consecutive failures only: the task_failed events after
 -- the task's last task_completed in this execution. :task_id may be NULL to check
 -- every task of the execution (typed by CAST: a bare NULL parameter has no type).
 SELECT

@@ -4,7 +4,7 @@
 --
 -- :task_id      a task id, or NULL for every task
 -- :types        a JSON array of event types, or NULL for every type
--- :errors_only  1 to keep only task_failed and error events (B.3's error index)
+-- :errors_only  1 to keep only task_failed and error events (served by idx_exec_log_errors)
 -- :since        an offset such as '-900.000 seconds' (an interval), or NULL
 SELECT tel.*, t.title, t.display_id
 FROM task_execution_log tel

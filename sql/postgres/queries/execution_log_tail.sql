@@ -1,7 +1,7 @@
 -- PostgreSQL dialect of sql/queries/execution_log_tail.sql: same parameters, same
--- columns. B.8 "Get Execution Log for SIA (Last 500 Lines)": lane-isolated, newest
+-- columns. The last :limit events of one execution: lane-isolated, newest
 -- first; the caller reverses the rows to print them oldest first. Ties on timestamp
--- are broken by row id (SPEC §2).
+-- are broken by row id.
 SELECT tel.*, t.title, t.display_id
 FROM task_execution_log tel
 LEFT JOIN tasks t ON tel.task_id = t.id

@@ -1,5 +1,5 @@
 -- PostgreSQL dialect of sql/queries/progress_between_attempts.sql: same parameters,
--- same columns (read that file for what the query fixes in B.8).
+-- same columns (read that file for why the query is written so).
 --
 -- Each failed attempt after the task's last task_completed in this lane, paired
 -- with the next one, ordered by (timestamp, id). "The error" is context.error; an

@@ -1,8 +1,8 @@
 -- PostgreSQL dialect of sql/queries/stale_agents.sql: same parameters, same columns
--- (read that file for what the query fixes in B.8).
+-- (read that file for why the query is written so).
 --
 -- Agents in initializing, running or idle judged by last_heartbeat, or by
--- spawned_at when they never sent one (SPEC §4), against the server's clock.
+-- spawned_at when they never sent one, against the server's clock.
 -- :threshold is an offset such as '-60.000 seconds' (an interval).
 -- :execution_id limits the search to one run, or is NULL for all runs.
 SELECT bai.*,

@@ -1,8 +1,8 @@
 -- PostgreSQL dialect of sql/queries/wave_summary.sql: same parameters, same columns
--- (read that file for what the query fixes in B.8).
+-- (read that file for why the query is written so).
 --
--- B.8 "Get Wave Status Summary": only assignments still held (assigned or
--- running) make an agent active in a wave; skipped_count added.
+-- The wave status summary: only assignments still held (assigned or running)
+-- make an agent active in a wave; skipped_count beside the wave's counters.
 SELECT
   pew.wave_number,
   pew.status,
