@@ -252,11 +252,12 @@ class _Pool:
 
 def execute(location: str, execution_id: str, *, jobs: int, repo: str | None = None, checkpoints: bool = False,
             config: dict | None = None, on_tick: Callable[[dict], None] | None = None,
-            tick_s: float = 0.25) -> ExecResult:
+            on_started: Callable[[], None] | None = None, tick_s: float = 0.25) -> ExecResult:
     """Start ``jobs`` workers and wait for them, replacing those that die while the run
     has work. On Ctrl-C, SIGTERM or SIGHUP cancel the run and wait for the workers to
     stop their tasks (a second signal SIGTERMs them now); ``result.signal`` names the
-    first signal. No worker is left behind when this returns."""
+    first signal. No worker is left behind when this returns. ``on_started()`` runs once
+    the first workers are started; ``on_tick(snapshot)`` at every look."""
     from buildctl import agentstate, runs
     from buildctl.errors import ConnectionLost
 
@@ -270,6 +271,8 @@ def execute(location: str, execution_id: str, *, jobs: int, repo: str | None = N
         for _ in range(jobs):
             if signals.count or not pool.start():
                 break
+        if on_started is not None:
+            on_started()
         terminated = False
         while True:
             if signals.count and not result.interrupted:

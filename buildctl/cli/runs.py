@@ -65,12 +65,15 @@ def _run_exec(db, v: dict) -> int:
     if not os.path.isdir(repo_dir):
         raise UsageError(f"--repo {v['repo']!r} is not a folder")
     live = None
+    on_started = None
     if not render.is_terminal():
         # The final table needs Rich (~45 ms of imports): import it while the workers run,
-        # instead of after the last one, when it would add to the run's wall time.
+        # instead of after the last one, when it would add to the run's wall time. Not
+        # before they are started: the import holds the GIL and would delay their start.
         import threading
 
-        threading.Thread(target=render.warm_up, name="warm-up", daemon=True).start()
+        def on_started() -> None:
+            threading.Thread(target=render.warm_up, name="warm-up", daemon=True).start()
     if render.is_terminal():
         from rich.live import Live
 
@@ -79,7 +82,7 @@ def _run_exec(db, v: dict) -> int:
     try:
         result = executor.execute(
             db.location, run["execution_id"], jobs=v["jobs"], repo=repo_dir, checkpoints=v["checkpoints"],
-            config=config,
+            config=config, on_started=on_started,
             on_tick=(lambda snap: live.update(render.live_view(snap), refresh=True)) if live is not None else None)
     finally:
         if live is not None:
