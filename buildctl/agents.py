@@ -28,8 +28,6 @@ STATUSES = states.AGENT_STATUSES
 ENDED = states.AGENT_FINISHED
 HEARTBEAT_STATUSES = states.HEARTBEAT_STATUSES
 FINISH_STATUSES = states.FINISH_STATUSES
-#: Judged stale by `agent stale` (sql/queries/stale_agents.sql).
-LIVE = states.AGENT_LIVE
 DEFAULT_STALE_S = 60.0
 
 _AGENT = "SELECT * FROM build_agent_instances WHERE instance_id = ?"

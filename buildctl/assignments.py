@@ -37,7 +37,6 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only: `agent finish` (the ho
 ACTIVE = states.ASSIGNMENT_ACTIVE
 HELD = states.ASSIGNMENT_HELD
 ENDED = states.ASSIGNMENT_ENDED
-RUN_OPEN = states.RUN_ACTIVE
 RUN_ENDED = states.RUN_ENDED
 #: Agents in these states are not handed new work.
 AGENT_OUT = states.AGENT_ENDED

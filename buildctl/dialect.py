@@ -75,21 +75,8 @@ class SQLite:
         return f"(CASE WHEN json_valid({column}) THEN json_extract({column}, '$.{key}') END)"
 
     @staticmethod
-    def json_valid(column: str) -> str:
-        return f"json_valid({column})"
-
-    @staticmethod
-    def in_json_array(expr: str, param: str) -> str:
-        """``expr`` is one of the strings of the JSON array held by ``param``."""
-        return f"{expr} IN (SELECT value FROM json_each({param}))"
-
-    @staticmethod
     def json_array_length(column: str) -> str:
         return f"(CASE WHEN json_valid({column}) THEN json_array_length({column}) END)"
-
-    @staticmethod
-    def group_concat(expr: str, separator: str) -> str:
-        return f"GROUP_CONCAT({expr}, '{separator}')"
 
 
 class Postgres:
@@ -144,20 +131,8 @@ class Postgres:
         return f"(CASE WHEN buildctl_json_valid({column}) THEN ({column})::jsonb ->> '{key}' END)"
 
     @staticmethod
-    def json_valid(column: str) -> str:
-        return f"buildctl_json_valid({column})"
-
-    @staticmethod
-    def in_json_array(expr: str, param: str) -> str:
-        return f"{expr} IN (SELECT jsonb_array_elements_text(CAST({param} AS jsonb)))"
-
-    @staticmethod
     def json_array_length(column: str) -> str:
         return f"(CASE WHEN buildctl_json_valid({column}) THEN jsonb_array_length(({column})::jsonb) END)"
-
-    @staticmethod
-    def group_concat(expr: str, separator: str) -> str:
-        return f"string_agg({expr}, '{separator}')"
 
 
 SQLITE = SQLite()

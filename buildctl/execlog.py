@@ -18,7 +18,6 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only; typing costs ~6 ms at 
     from buildctl.storage import Database
 
 EVENT_TYPES = states.EVENT_TYPES
-ERROR_TYPES = states.ERROR_EVENT_TYPES
 
 DEFAULT_TAIL = 500
 

@@ -35,8 +35,6 @@ REF_PREFIX = "refs/buildctl/checkpoints/"
 
 GITLINK = "160000"
 SYMLINK = "120000"
-EXECUTABLE = "100755"
-REGULAR = "100644"
 
 
 @dataclass(frozen=True)

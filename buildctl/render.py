@@ -108,12 +108,6 @@ def print_ndjson(row: Any) -> None:
     sys.stdout.flush()
 
 
-def print_id(value: str) -> None:
-    """Commands that create something print only its id on stdout."""
-    sys.stdout.write(f"{value}\n")
-    sys.stdout.flush()
-
-
 def info(message: str) -> None:
     """Messages for people go to stderr, so stdout stays parseable."""
     sys.stderr.write(f"{message}\n")

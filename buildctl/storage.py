@@ -39,10 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Generous, because 32 processes writing at once is the normal case.
 BUSY_TIMEOUT_MS = 30_000
 
-#: The database clock, with milliseconds: text in SQLite's datetime('now') form, so
-#: comparisons with datetime('now', '-60 seconds') keep working unchanged.
-NOW = "strftime('%Y-%m-%d %H:%M:%f','now')"
-
 MIGRATIONS_TABLE = "buildctl_migrations"
 
 #: Rows per index that SQLite's ANALYZE (run by PRAGMA optimize) samples: SQLite's advice
