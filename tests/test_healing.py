@@ -190,7 +190,7 @@ def test_a_surviving_worker_reclaims_a_sigkilled_peers_task_when_its_lease_expir
     workers = [_worker(migrated, ex, cfg) for _ in range(2)]
     try:
         wait_for(lambda: (d / "first").exists(), "the first attempt")
-        (victim,) = [w for w in workers if children_of(w.pid)]  # the one running the task's guard shell
+        (victim,) = [w for w in workers if children_of(w.pid)]  # the one running the task
         (survivor,) = [w for w in workers if w is not victim]
         victim_agent = _holder(migrated, "T-001")
         victim.send_signal(signal.SIGKILL)
