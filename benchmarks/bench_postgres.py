@@ -97,26 +97,9 @@ def hot_path(ws: common.Workspace, quick: bool) -> list[dict]:
 
 # --------------------------------------------------------------------------- 3. 64 claimers
 
-#: One claimer: registers an agent, then claims (as `agent claim --wait`), runs the task's
-#: command and reports it (as `agent done`) until the run has nothing left.
-CLAIMER = r"""
-import math, subprocess, sys
-from buildctl import agents, storage
-from buildctl.errors import NothingLeft
-location, execution_id = sys.argv[1], sys.argv[2]
-db = storage.connect(location)
-agent = agents.spawn(db, execution_id)
-sys.stdin.read()  # every claimer registered: start together
-while True:
-    try:
-        claim = agents.claim_waiting(db, lambda: agents.claim(db, agent, unless_busy=True), execution_id=execution_id,
-                                     wait_s=math.inf, stale_after_s=600, agent_id=agent)
-    except NothingLeft:
-        break
-    code = subprocess.run(["sh", "-c", claim["command"]]).returncode
-    agents.done(db, agent, "completed" if code == 0 else "failed", error=f"exit code {code}")
-agents.finish(db, agent, "completed")
-"""
+#: One claimer process (tests/claimer.py, shared with the 64-claimer test): claims as
+#: `agent claim --wait`, runs the command, reports as `agent done`, until nothing is left.
+CLAIMER = str(common.REPO / "tests" / "claimer.py")
 
 
 def _claim_round(ws: common.Workspace, claimers: int, tasks: int, label: str) -> dict:
@@ -132,7 +115,7 @@ def _claim_round(ws: common.Workspace, claimers: int, tasks: int, label: str) ->
         {"id": f"T-{i:03d}", "title": f"task {i}", "command": "sleep 0.05"} for i in range(1, tasks + 1)]}))
     ex = subprocess.run(common.buildctl() + ["run", "start", str(listing)], env=env, capture_output=True, text=True,
                         check=True).stdout.strip()
-    procs = [subprocess.Popen([common.python(), "-c", CLAIMER, location, ex], env=env, stdin=subprocess.PIPE,
+    procs = [subprocess.Popen([common.python(), CLAIMER, location, ex, "600"], env=env, stdin=subprocess.PIPE,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(claimers)]
     try:
         with storage.connect(location) as db:

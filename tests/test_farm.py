@@ -393,27 +393,8 @@ def max_running(location: str, execution_id: str) -> int:
     return most
 
 
-#: One claimer process: what `agent spawn`, then `agent claim --wait` / run the command /
-#: `agent done` in a loop, then `agent finish` do, in one process (a process start per call
-#: would cost 64 claimers ~300 interpreter starts on this 2-core machine).
-CLAIMER = r"""
-import math, subprocess, sys
-from buildctl import agents, storage
-from buildctl.errors import NothingLeft
-location, execution_id = sys.argv[1], sys.argv[2]
-db = storage.connect(location)
-agent = agents.spawn(db, execution_id)
-sys.stdin.read()  # every claimer registered: start together
-while True:
-    try:
-        claim = agents.claim_waiting(db, lambda: agents.claim(db, agent, unless_busy=True), execution_id=execution_id,
-                                     wait_s=math.inf, stale_after_s=60, agent_id=agent)
-    except NothingLeft:
-        break
-    code = subprocess.run(["sh", "-c", claim["command"]]).returncode
-    agents.done(db, agent, "completed" if code == 0 else "failed", error=f"exit code {code}")
-agents.finish(db, agent, "completed")
-"""
+#: One claimer process (shared with benchmarks/bench_postgres.py).
+CLAIMER = str(Path(__file__).with_name("claimer.py"))
 
 
 @pytest.mark.slow
@@ -423,7 +404,7 @@ def test_64_claimers_never_exceed_max_parallel_agents_nor_take_a_task_twice(pg_l
     names = [f"T-{i:03d}" for i in range(1, 49)]
     tasks = [task(n, command=counted(marks, n, "sleep 0.2")) for n in names]
     ex = buildctl(pg_location, "run", "start", write_list(tmp_path / "list.json", tasks, max_parallel_agents=3)).stdout.strip()
-    claimers = [subprocess.Popen([sys.executable, "-c", CLAIMER, pg_location, ex], env=_env(pg_location),
+    claimers = [subprocess.Popen([sys.executable, CLAIMER, pg_location, ex, "60"], env=_env(pg_location),
                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 for _ in range(64)]
     try:
