@@ -395,10 +395,9 @@ def finish(db: Database, instance_id: str, status: str, error: str | None = None
         agent = _unended(db, instance_id, "has already ended ({status})")
         iid = agent["instance_id"]
         assignments.lock_run(db, agent["execution_id"])
-        max_retries = int(config_from(agent)["maxRetries"])
         if keep_stuck and agent["status"] == "stuck":
             return {"instance_id": iid, "status": "stuck", "released": assignments.release_held(
-                db, iid, reason=f"agent {iid} was stuck and ended while holding the task", max_retries=max_retries)}
+                db, iid, reason=f"agent {iid} was stuck and ended while holding the task", agent=agent)}
         reported = _report_held(db, agent, status, error, None) if report_held else None
         error_context = None
         if error is not None:
@@ -416,7 +415,7 @@ def finish(db: Database, instance_id: str, status: str, error: str | None = None
                        task_id=agent["current_task_id"], instance_id=iid)
         released = assignments.release_held(
             db, iid, reason=f"agent {iid} finished ({status}) while holding the task" + (f": {error}" if error else ""),
-            max_retries=max_retries)
+            agent=agent)
     return {"instance_id": iid, "status": status, "released": released, "reported": reported}
 
 
@@ -530,7 +529,7 @@ def recover(db: Database, stale_after_s: float = DEFAULT_STALE_S, execution_id: 
             ctx = mark_stuck(db, row, code="stale_heartbeat", message=message, task_id=task_id)
             released = assignments.release_held(
                 db, iid, reason=f"agent stale: no heartbeat for more than {stale_after_s:g} s",
-                max_retries=int(config_from(row)["maxRetries"]))
+                agent=row)
         marked.append({**cand, "status": "stuck", "error_context": jsonstrict.dumps(ctx), "released": released})
     released = []
     for orphan in _orphan_holders(db, ex):
@@ -541,7 +540,7 @@ def recover(db: Database, stale_after_s: float = DEFAULT_STALE_S, execution_id: 
                 continue  # a stuck agent that heartbeated meanwhile is running again: it keeps its task
             why = (f"agent {iid} has ended ({agent['status']}) but still held the task" if agent is not None
                    else f"agent {iid} does not exist")
-            done = assignments.release_held(db, iid, reason=why, max_retries=int(config_from(agent or {})["maxRetries"]))
+            done = assignments.release_held(db, iid, reason=why, agent=agent or {})
         released += [{"instance_id": iid, "agent_status": agent["status"] if agent else None, **r} for r in done]
     return {"marked": marked, "released": released}
 

@@ -743,14 +743,20 @@ def release(db: Database, assignment_id: Any, *, reason: str, max_retries: int, 
     return _RELEASED_AS[outcome]
 
 
-def release_held(db: Database, instance_id: str, *, reason: str, max_retries: int) -> list[dict]:
+def release_held(db: Database, instance_id: str, *, reason: str, agent: dict) -> list[dict]:
     """Inside the caller's write: release every assignment ``instance_id`` still holds, each
-    a failed attempt with error=reason (as ``release``). Ending an agent calls this in
-    the transaction that ends it, so an ended agent never holds a task."""
+    a failed attempt with error=reason (as ``release``), under the maxRetries of ``agent``'s
+    stored config (the agent's row; {} for one that is gone). Ending an agent calls this
+    in the transaction that ends it, so an ended agent never holds a task."""
     held = db.query(f"SELECT id FROM wave_task_assignments WHERE instance_id = ? AND status IN {states.sql_list(HELD)} "
                     "ORDER BY id", (instance_id,))
+    if not held:
+        return []  # the common case (a script's `agent finish` after `agent done`): no config to parse
+    from buildctl import agentstate
+
+    max_retries = int(agentstate.config_from(agent)["maxRetries"])
     # An agent row that is gone (deleted by hand) cannot be named by the log's foreign key.
-    exists = bool(held) and db.scalar("SELECT 1 FROM build_agent_instances WHERE instance_id = ?", (instance_id,))
+    exists = db.scalar("SELECT 1 FROM build_agent_instances WHERE instance_id = ?", (instance_id,))
     out = []
     for h in held:
         row = _load(db, h["id"])
