@@ -67,6 +67,17 @@ def spawn(db: Database, execution_id: str, wave: int | None = None, task: str | 
         return _spawn_in(db, execution_id, wave, task, cfg, instance_id)[0]
 
 
+def spawn_many(db: Database, execution_id: str, instance_ids: list[str], config: str | dict | None = None) -> None:
+    """Register the agents ``instance_ids`` (status ``initializing``, the run's current wave)
+    in ONE transaction: `run exec` registers all its workers' agents before any worker
+    starts, instead of one transaction each racing the workers that already started.
+    Refused, registering none, as ``spawn`` refuses."""
+    cfg = parse_config(config)
+    with db.write():
+        for instance_id in instance_ids:
+            _spawn_in(db, execution_id, None, None, cfg, instance_id)
+
+
 def spawn_and_claim(db: Database, execution_id: str, *, task: str | None = None, wave: int | None = None,
                     config: str | dict | None = None, context: dict | None = None,
                     instance_id: str | None = None, unless_busy: bool = False) -> dict:

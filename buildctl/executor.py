@@ -146,29 +146,32 @@ class _Pool:
         else:
             time.sleep(timeout)
 
-    def start(self) -> bool:
-        """Register an agent and start a worker for it; False when the run takes no new agents."""
+    def start(self, count: int = 1) -> bool:
+        """Register ``count`` agents (one transaction) and start a worker for each; False when
+        the run takes no new agents."""
         from buildctl import agents, ids
         from buildctl.errors import Conflict, ConnectionLost
 
-        agent_id = ids.new_id("agent")
+        agent_ids = [ids.new_id("agent") for _ in range(count)]
         try:
             try:
-                agents.spawn(self.db, self.execution_id, config=self.config, instance_id=agent_id)
-            except ConnectionLost:  # registered or not? look, on a new connection
-                if not self.db.scalar("SELECT 1 FROM build_agent_instances WHERE instance_id = ?", (agent_id,)):
-                    agents.spawn(self.db, self.execution_id, config=self.config, instance_id=agent_id)
+                agents.spawn_many(self.db, self.execution_id, agent_ids, config=self.config)
+            except ConnectionLost:  # registered or not (all or none)? look, on a new connection
+                if not self.db.scalar("SELECT 1 FROM build_agent_instances WHERE instance_id = ?", (agent_ids[0],)):
+                    agents.spawn_many(self.db, self.execution_id, agent_ids, config=self.config)
         except Conflict:
             return False  # the run ended (or was cancelled) meanwhile
         from buildctl.worker import spool_file
 
-        stderr = spool_file()
-        # Their own session: a Ctrl-C (or a terminal's SIGHUP) reaches only us, and we
-        # cancel the run cleanly.
-        proc = subprocess.Popen(worker_command(self.execution_id, agent_id, repo=self.repo, checkpoints=self.checkpoints),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True, env={**os.environ, "BUILDCTL_DB": self.location})
-        self.workers.append(_Worker(agent_id, proc, stderr, time.monotonic()))
+        for agent_id in agent_ids:
+            stderr = spool_file()
+            # Their own session: a Ctrl-C (or a terminal's SIGHUP) reaches only us, and we
+            # cancel the run cleanly.
+            proc = subprocess.Popen(worker_command(self.execution_id, agent_id, repo=self.repo,
+                                                   checkpoints=self.checkpoints),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                    start_new_session=True, env={**os.environ, "BUILDCTL_DB": self.location})
+            self.workers.append(_Worker(agent_id, proc, stderr, time.monotonic()))
         return True
 
     def reap(self, *, replace: bool) -> None:
@@ -268,9 +271,8 @@ def execute(location: str, execution_id: str, *, jobs: int, repo: str | None = N
     pool = _Pool(db, location, execution_id, result, repo=repo, checkpoints=checkpoints, config=config)
     signals = _StopSignals()
     try:
-        for _ in range(jobs):
-            if signals.count or not pool.start():
-                break
+        if not signals.count:
+            pool.start(jobs)
         if on_started is not None:
             on_started()
         terminated = False

@@ -85,6 +85,24 @@ def test_spawn_refusals_change_nothing(cli, db, migrated, lane):
     assert snapshot(migrated) == before
 
 
+def test_spawn_many_registers_all_or_none(db, migrated, lane):
+    # `run exec` registers its workers' agents together, in one transaction.
+    agents.spawn_many(db, "ex_seed", ["ag_w1", "ag_w2", "ag_w3"], config={"maxRetries": 1})
+    rows = [agent_row(db, a) for a in ("ag_w1", "ag_w2", "ag_w3")]
+    assert [(r["status"], r["wave_number"], json.loads(r["config"])["maxRetries"]) for r in rows] == \
+        [("initializing", 1, 1)] * 3
+    # A refusal part-way (the third id is taken) registers none of them.
+    seed.seed_run(db, execution_id="ex_done", run_number=2, status="completed", completed_at="2026-01-01 00:00:00")
+    before = snapshot(migrated)
+    with pytest.raises(Exception) as refused:
+        agents.spawn_many(db, "ex_seed", ["ag_w4", "ag_w5", "ag_w1"])
+    assert "unique" in str(refused.value).lower() or "duplicate" in str(refused.value).lower(), refused.value
+    assert snapshot(migrated) == before
+    with pytest.raises(Conflict, match="is completed"):
+        agents.spawn_many(db, "ex_done", ["ag_w6"])
+    assert snapshot(migrated) == before
+
+
 def test_spawn_task_not_in_this_run(db, lane):
     # A task of the list that no wave of this run holds.
     db.execute("INSERT INTO tasks (id, display_id, task_list_id, title, command, position) "
