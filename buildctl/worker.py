@@ -525,7 +525,7 @@ class Worker:
         """Heartbeat every heartbeatIntervalMs; check several times a second whether to stop."""
         interval = max(0.05, float(self.config.get("heartbeatIntervalMs", 30000)) / 1000)
         tick = min(interval, 0.25)
-        db = storage.connect(self.location)
+        db = storage.connect(self.location, check_schema=False)  # the worker's own connection checked it
         db.reconnect_s = self._stale_after_s()
         last_ok = next_beat = time.monotonic()
         try:
