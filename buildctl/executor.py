@@ -153,12 +153,17 @@ class _Pool:
         from buildctl.errors import Conflict, ConnectionLost
 
         agent_ids = [ids.new_id("agent") for _ in range(count)]
-        try:
+
+        def register() -> None:
             try:
                 agents.spawn_many(self.db, self.execution_id, agent_ids, config=self.config)
             except ConnectionLost:  # registered or not (all or none)? look, on a new connection
-                if not self.db.scalar("SELECT 1 FROM build_agent_instances WHERE instance_id = ?", (agent_ids[0],)):
-                    agents.spawn_many(self.db, self.execution_id, agent_ids, config=self.config)
+                if not _again(lambda: self.db.scalar("SELECT 1 FROM build_agent_instances WHERE instance_id = ?",
+                                                     (agent_ids[0],))):
+                    raise  # not registered: send it again
+
+        try:
+            _again(register)
         except Conflict:
             return False  # the run ended (or was cancelled) meanwhile
         from buildctl.worker import spool_file
@@ -309,15 +314,23 @@ def execute(location: str, execution_id: str, *, jobs: int, repo: str | None = N
     return result
 
 
+#: How many times ``_again`` sends a call whose connection was lost while it ran.
+AGAIN_TRIES = 10
+
+
 def _again(call):
-    """``call()``, once more after a connection lost while it ran (the connection reconnects
-    on its next statement): for reads, and writes that refuse to run twice (Conflict)."""
+    """``call()``, again after each connection lost while it ran (the connection reconnects
+    on its next statement, with backoff), up to AGAIN_TRIES times: for reads, and writes
+    that refuse to run twice (Conflict). Once was not enough: with every connection
+    terminated every 0.3 s, a multi-statement call could lose its new connection too."""
     from buildctl.errors import ConnectionLost
 
-    try:
-        return call()
-    except ConnectionLost:
-        return call()
+    for _ in range(AGAIN_TRIES - 1):
+        try:
+            return call()
+        except ConnectionLost:
+            pass
+    return call()
 
 
 class _StopSignals:
