@@ -86,6 +86,10 @@ def test_hot_commands_load_no_typer_rich_pydantic_or_sqlite_utils(env, tmp_path,
     p, modules = _probe(env, tmp_path, "agent", "spawn", "--help")
     assert p.returncode == 0, p.stderr
     assert "typer" in modules
+    # Plain help: not Typer's Rich help, whose markdown support imports markdown-it and
+    # pygments (~110 ms of every --help), nor pydantic.
+    assert not modules & {"markdown_it", "pygments", "pydantic"}, sorted(modules & {"markdown_it", "pygments", "pydantic"})
+    assert "--task" in p.stdout and "╭" not in p.stdout
 
 
 READ_CASES = [
