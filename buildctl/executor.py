@@ -168,6 +168,7 @@ class _Pool:
             return False  # the run ended (or was cancelled) meanwhile
         from buildctl.worker import spool_file
 
+        env = {**os.environ, "BUILDCTL_DB": self.location}
         for agent_id in agent_ids:
             stderr = spool_file()
             # Their own session: a Ctrl-C (or a terminal's SIGHUP) reaches only us, and we
@@ -175,7 +176,7 @@ class _Pool:
             proc = subprocess.Popen(worker_command(self.execution_id, agent_id, repo=self.repo,
                                                    checkpoints=self.checkpoints),
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                    start_new_session=True, env={**os.environ, "BUILDCTL_DB": self.location})
+                                    start_new_session=True, env=env)
             self.workers.append(_Worker(agent_id, proc, stderr, time.monotonic()))
         return True
 
