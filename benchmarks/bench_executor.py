@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,6 +48,14 @@ def _task_list(path: Path, name: str, tasks: int, waves: int, jobs: int) -> None
     path.write_text(json.dumps({"name": name, "max_parallel_agents": jobs, "tasks": items}))
 
 
+def _epoch(stamp) -> float:
+    """A log timestamp (UTC: SQLite's text, or a PostgreSQL value) as seconds since the epoch."""
+    from datetime import datetime, timezone
+
+    when = stamp if isinstance(stamp, datetime) else datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def _makefile(path: Path, tasks: int) -> None:
     names = " ".join(f"t{i}" for i in range(tasks))
     path.write_text(f".PHONY: all {names}\nall: {names}\n" + "".join(f"t{i}:\n\ttrue\n" for i in range(tasks)))
@@ -60,6 +69,8 @@ class Case:
         self.work, self.db, self.label, self.tasks, self.waves, self.jobs = work, db, label, tasks, waves, jobs
         self.env = common.env(db)
         self.n = 0
+        #: Per buildctl repetition: (start -> first task_started, last task_completed -> exit), ms.
+        self.phases: list[tuple[float, float]] = []
         self.cmds = work / f"{label}.cmds"
         self.cmds.write_text("true\n" * tasks)
         per_wave = tasks // waves
@@ -80,16 +91,33 @@ class Case:
         if p.returncode != 0:
             raise RuntimeError(f"run start failed: {p.stderr.strip()}")
         ex = p.stdout.strip()
+        started = time.time()
         ms = common.run_timed(common.buildctl() + ["run", "exec", ex, "--jobs", str(self.jobs)], self.env,
                               cwd=self.work, timeout=600)
+        ended = started + ms / 1000
         from buildctl import storage
 
         with storage.connect(str(self.db)) as conn:  # a SQLite file or a PostgreSQL URL
             status, done = conn.execute("SELECT status, completed_tasks FROM task_list_execution_runs "
                                         "WHERE execution_id = ?", (ex,)).fetchone()
+            first, last = conn.execute(
+                "SELECT MIN(CASE WHEN event_type = 'task_started' THEN timestamp END), "
+                "MAX(CASE WHEN event_type = 'task_completed' THEN timestamp END) "
+                "FROM task_execution_log WHERE execution_id = ?", (ex,)).fetchone()
         if status != "completed" or done != self.tasks:
             raise RuntimeError(f"run {ex} ended {status} with {done}/{self.tasks} tasks completed")
+        self.phases.append(((_epoch(first) - started) * 1000, (ended - _epoch(last)) * 1000))
         return ms
+
+    def phase_note(self) -> str:
+        """Where the fixed cost sits: from the start of `run exec` to its first task_started, and
+        from its last task_completed to its exit (medians; the log's timestamps)."""
+        if not self.phases:
+            return ""
+        head = common.median([h for h, _ in self.phases])
+        tail = common.median([t for _, t in self.phases])
+        return (f"start to the first task_started {head:.0f} ms, the last task_completed to exit {tail:.0f} ms "
+                f"(medians)")
 
     def xargs(self) -> float:
         with open(self.cmds, "rb") as f:
@@ -147,8 +175,8 @@ def run(quick: bool = False) -> list[dict]:
             if par and xargs:
                 row["met"] = bc <= PARALLEL_SHARE * par and bc <= XARGS_MULTIPLE * xargs
             row["notes"] = ((f"{bc / xargs:.2f}x xargs -P 8; per-task overhead vs xargs -P 8: {(bc - xargs) / 500:.2f} "
-                             f"ms/task ((buildctl {bc / 1000:.2f} s - xargs {xargs / 1000:.2f} s) / 500)" if xargs else "")
-                            + ("" if par else f"; {INSTALL_PARALLEL}: budget not checked"))
+                             f"ms/task ((buildctl {bc / 1000:.2f} s - xargs {xargs / 1000:.2f} s) / 500); " if xargs else "")
+                            + a.phase_note() + ("" if par else f"; {INSTALL_PARALLEL}: budget not checked"))
         results.append(row)
     for tool in missing:
         results.append(common.result(f"500 tasks, 1 wave: {tool}", None, "s", baseline="-", figure=FIGURE,
@@ -173,7 +201,7 @@ def run(quick: bool = False) -> list[dict]:
         row = common.result(f"200 tasks, 10 waves: {name}", med / 1000, "s", baseline="xargs -P 4",
                             baseline_value=xargs4 / 1000, samples=[x / 1000 for x in xs], figure=FIGURE, digits=3)
         if name.startswith("buildctl"):
-            row["notes"] = f"per-task overhead vs xargs -P 4: {(bc4 - xargs4) / 200:.2f} ms/task"
+            row["notes"] = f"per-task overhead vs xargs -P 4: {(bc4 - xargs4) / 200:.2f} ms/task; {b.phase_note()}"
         results.append(row)
     allowance = (XARGS_MULTIPLE - 1) * xargs / 500
     results.append(common.result(
