@@ -288,14 +288,15 @@ class _Outlook:
 
 
 def _outlook(db: Database, execution_id: str, task_id: str | None = None, *, lock: bool = False,
-             unless_busy: bool = False) -> _Outlook:
+             unless_busy: bool = False, run_locked: bool = False) -> _Outlook:
     """The next pending assignment of the lowest unfinished wave that may be handed out now
     (with ``task_id``, that task's or nothing). Only when the run is pending or running,
     fewer than max_parallel_agents assignments are held, and the assignment's retry
     backoff (``not_before``) has passed. With ``lock`` (inside a write), the run's row is
-    locked first (``lock_run``; when ``unless_busy`` finds it held: nothing, 'wait') and the
-    pick skips rows other transactions hold."""
-    if lock and not lock_run(db, execution_id, unless_busy=unless_busy):
+    locked first (``lock_run``; when ``unless_busy`` finds it held: nothing, 'wait'), unless
+    ``run_locked`` says this transaction holds it already, and the pick skips rows other
+    transactions hold."""
+    if lock and not run_locked and not lock_run(db, execution_id, unless_busy=unless_busy):
         return _Outlook(None, "wait", "another agent is changing the run right now")
     run = db.one(
         "SELECT r.execution_id, r.status, r.task_list_id, l.max_parallel_agents FROM task_list_execution_runs r "
@@ -553,7 +554,7 @@ def complete_and_claim(db: Database, assignment_id: Any, *, instance_id: str,
         done = _complete(db, row, context)
         claim = None
         if row["agent_status"] not in AGENT_OUT:  # the holder is instance_id (_require_held)
-            outlook = _outlook(db, row["execution_id"], lock=True)
+            outlook = _outlook(db, row["execution_id"], lock=True, run_locked=True)  # _load locked it
             if outlook.pick is not None:
                 claim = _hand_out(db, outlook.pick, row["execution_id"], instance_id, row["agent_status"], start=True,
                                   context=None)
