@@ -80,8 +80,9 @@ def test_hot_commands_load_no_typer_rich_pydantic_or_sqlite_utils(env, tmp_path,
         assert not modules & {"pathlib", "typing", "dataclasses", "inspect", "argparse", "secrets"}, (args, modules)
         if args[0] == "heartbeat" or args[:2] == ["agent", "finish"]:
             # Nothing to read or write as JSON here (ag_par holds no task: its config is not
-            # needed): json, and the re it imports, would be ~7 ms of the call.
-            assert not modules & {"json", "re"}, (args, sorted(modules & {"json", "re"}))
+            # needed): json, and the re it imports, would be ~7 ms of the call. (Only json is
+            # checked: the console script that pip before 23.1 writes imports re itself.)
+            assert "json" not in modules, args
     # The probe does see Typer when a command goes through it (help).
     p, modules = _probe(env, tmp_path, "agent", "spawn", "--help")
     assert p.returncode == 0, p.stderr
