@@ -49,11 +49,12 @@ def _task_list(path: Path, name: str, tasks: int, waves: int, jobs: int) -> None
 
 
 def _epoch(stamp) -> float:
-    """A log timestamp (UTC: SQLite's text, or a PostgreSQL value) as seconds since the epoch."""
-    from datetime import datetime, timezone
+    """A log timestamp (UTC, as either engine stores it) as seconds since the epoch."""
+    from datetime import timezone
 
-    when = stamp if isinstance(stamp, datetime) else datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    from buildctl.timeline import parse_time
+
+    return parse_time(stamp).replace(tzinfo=timezone.utc).timestamp()
 
 
 def _makefile(path: Path, tasks: int) -> None:
