@@ -484,11 +484,15 @@ class Child:
 
 
 class Worker:
-    def __init__(self, location: str | None, opts: Options):
+    def __init__(self, location: str | None, opts: Options, db: storage.Database | None = None):
+        """``db``: the command's own connection, checked already (a worker's start is mostly
+        connections and imports: one less saves a schema read); the worker opens one when
+        it is not given, and closes only one it opened."""
         self.location = location
         self.opts = opts
         self.execution_id = opts.execution_id  # the full id once spawn has resolved a prefix
-        self.db = storage.connect(location)
+        self._owns_db = db is None
+        self.db = storage.connect(location) if db is None else db
         self.db.reconnect_s = agentstate.WORKER_CONFIG["staleAfterMs"] / 1000  # until the agent's own is known
         self.instance_id: str | None = None
         self.config: dict = {}
@@ -663,7 +667,8 @@ class Worker:
                 # Marked stuck (no progress, or by a peer when we looked stale): the run goes
                 # on without us; `run exec` starts a replacement while work remains.
                 outcome.exit_code = exitcodes.FAILED
-            self.db.close()
+            if self._owns_db:
+                self.db.close()
         return outcome
 
     def _stop_claiming(self, tasks_run: int) -> str | None:
@@ -811,7 +816,8 @@ class Worker:
             self._db(lambda: agents.finish(self.db, self.instance_id, status, error=error, keep_stuck=True))
         except BuildctlError:
             pass  # already ended by someone else (or by our own finish, whose reply was lost)
-        self.db.close()
+        if self._owns_db:
+            self.db.close()
 
     def _max_retries(self) -> int:
         return int(self.config.get("maxRetries", 3))

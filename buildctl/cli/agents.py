@@ -48,7 +48,7 @@ def _run_agent_spawn(db, v: dict) -> str | int | None:
 
         if v["wait"] is not None:
             raise UsageError("--wait is for scripts that claim a task; with -- CMD, retry the command instead")
-        w = worker.Worker(db.location, worker.Options(v["execution"], config=v["config"]))
+        w = worker.Worker(db.location, worker.Options(v["execution"], config=v["config"]), db)
         return w.supervise(list(v["command"]), wave=v["wave"], task=v["task"], claim_next=v["next"])
     if not claiming:
         agent = agents.spawn(db, v["execution"], wave=v["wave"], config=v["config"])
@@ -133,7 +133,7 @@ def _run_agent_work(db, v: dict) -> int:
         raise UsageError(f"--repo {v['repo']!r} is not a folder")
     opts = worker.Options(v["execution"], agent_id=v["agent"], repo=repo_dir, checkpoints=v["checkpoints"],
                           max_tasks=v["max_tasks"], config=v["config"])
-    out = worker.Worker(db.location, opts).run()
+    out = worker.Worker(db.location, opts, db).run()
     render.info(f"agent {out.instance_id}: {out.tasks_run} task(s) run, {out.completed} completed, "
                 f"{out.failed} failed; {out.reason}")
     return out.exit_code
