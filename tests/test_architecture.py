@@ -147,6 +147,22 @@ def test_no_status_list_is_written_out_twice():
     assert offenders == []
 
 
+def test_each_first_word_is_served_from_the_module_that_declares_it():
+    """cli.MODULE_OF (which module a command line's first word imports) is the declarations'
+    own map: every command found through it, no word missing, none extra."""
+    import importlib
+
+    from buildctl.cli import MODULE_OF, MODULES, command, commands
+
+    declared = {}
+    for name in MODULES:
+        for cmd in importlib.import_module(f"buildctl.cli.{name}").COMMANDS:
+            declared.setdefault(cmd.path[0], set()).add(name)
+    assert {word: {module} for word, module in MODULE_OF.items()} == declared
+    assert all(command(path) is cmd for path, cmd in commands().items())
+    assert command(("run",)) is None and command(("nope",)) is None and command(()) is None
+
+
 def test_no_option_is_declared_twice():
     """Each option spelling has one declaration object; commands that share one share the object."""
     from buildctl.cli import commands

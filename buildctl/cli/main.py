@@ -20,13 +20,13 @@ from buildctl.errors import BuildctlError, UsageError, error_line
 
 def run(argv: list[str]) -> int | None:
     """Serve ``argv``; returns the exit code, or None when the Typer app should answer it."""
-    from buildctl.cli import commands, groups
+    from buildctl.cli import command, groups
 
     inv = grammar.locate(argv, groups())
     if inv.error is not None:
         error_line(f"{inv.error} (see `{' '.join(['buildctl', *inv.words])} --help`)")
         return exitcodes.USAGE
-    cmd = commands().get(tuple(inv.words))
+    cmd = command(tuple(inv.words))
     if cmd is None or inv.help or inv.version:
         return None  # help, version, a bare group: Typer prints them
     return serve(cmd, inv.args, inv.db)
