@@ -1,6 +1,10 @@
 """`buildctl run exec`: drive a run on this machine with N worker processes.
 
-The workers are real processes (`buildctl agent work EXEC --agent ID`). This
+The workers are real processes (`buildctl agent work EXEC --agent ID`), this process's
+children. The first one is started as a new interpreter and forks the others once it
+has loaded (worker.fork_peers): a worker's start is mostly its interpreter's and its
+imports' (~40 ms of CPU each), more than a few hundred short tasks cost. While it
+forks, this process is a child subreaper, so that each fork re-parents here. This
 module registers each worker's agent itself, so that it knows whose worker died: a
 worker that exits while its agent is still live (SIGKILL, the OOM killer, a crash) is
 noticed at once — its agent is marked failed with the signal in ``error_context``,
@@ -104,20 +108,99 @@ def worker_command(execution_id: str, agent_id: str, *, repo: str | None, checkp
 
 
 class _Worker:
-    def __init__(self, agent_id: str, proc: subprocess.Popen, stderr, started: float):
+    """One worker of the pool: its agent, its process (None while the zygote has yet to
+    report its fork, see worker.fork_peers) and the file its stderr goes to."""
+
+    def __init__(self, agent_id: str, proc, stderr, started: float):
         self.agent_id = agent_id
-        self.proc = proc
+        self.proc = None
+        self.exited: int | None = None
         self.stderr = stderr  # a temporary file
         self.started = started
+        if proc is not None:
+            self.attach(proc)
+
+    def attach(self, proc) -> None:
+        """``proc``: a subprocess.Popen, or an _Adopted fork."""
+        self.proc = proc
         try:  # readable the moment the worker exits (Linux); see _Pool.wait
-            self.exited: int | None = os.pidfd_open(proc.pid)
+            self.exited = os.pidfd_open(proc.pid)
         except (AttributeError, OSError):
             self.exited = None
+
+    def running(self) -> bool:
+        return self.proc is None or self.proc.returncode is None
 
     def close(self) -> None:
         if self.exited is not None:
             os.close(self.exited)
             self.exited = None
+
+
+class _Adopted:
+    """A worker the zygote forked and this process adopted (its child, as a subreaper):
+    the part of subprocess.Popen that _Pool uses."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # not ours to wait for after all: gone, its code unknown
+                self.returncode = 1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _child_subreaper(on: bool) -> bool:
+    """Make this process the one its orphaned descendants re-parent to (Linux
+    PR_SET_CHILD_SUBREAPER), or stop being it; False where that is not possible."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(36, int(on), 0, 0, 0) == 0  # 36: PR_SET_CHILD_SUBREAPER
+    except (ImportError, OSError, AttributeError):
+        return False
+
+
+def _children() -> list[int]:
+    """This process's children (every thread's), from /proc."""
+    out = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                out += [int(pid) for pid in f.read().split()]
+    except OSError:
+        pass
+    return out
 
 
 class _Pool:
@@ -130,19 +213,25 @@ class _Pool:
         self.workers: list[_Worker] = []
         self.quick_deaths = 0
         self.gave_up = False
+        #: The zygote's report pipe (worker.fork_peers) while forks are awaited, and what
+        #: has been read of it; whether this process was ever a subreaper.
+        self.reports: int | None = None
+        self.report_text = b""
+        self.adopting = False
 
     def alive(self) -> list[_Worker]:
-        return [w for w in self.workers if w.proc.returncode is None]
+        return [w for w in self.workers if w.running()]
 
     def wait(self, timeout: float) -> None:
-        """Sleep until a worker exits or ``timeout`` passes: the last worker's exit ends
-        `run exec` at once, not at the next tick (that tick was a quarter of a second
-        of every run; a plain sleep where pidfds are missing)."""
-        exits = [w.exited for w in self.alive()]
-        if exits and None not in exits:
+        """Sleep until a worker exits (or the zygote reports a fork) or ``timeout`` passes:
+        the last worker's exit ends `run exec` at once, not at the next tick (that tick
+        was a quarter of a second of every run; a plain sleep where pidfds are missing)."""
+        started = [w for w in self.alive() if w.proc is not None]
+        exits = [w.exited for w in started]
+        if None not in exits:
             import select
 
-            select.select(exits, [], [], timeout)
+            select.select(exits + ([self.reports] if self.reports is not None else []), [], [], timeout)
         else:
             time.sleep(timeout)
 
@@ -166,26 +255,89 @@ class _Pool:
             _again(register)
         except Conflict:
             return False  # the run ended (or was cancelled) meanwhile
-        from buildctl.worker import spool_file
+        from buildctl.worker import FORK_AGENTS_ENV, FORK_REPORT_ENV, spool_file
 
-        env = {**os.environ, "BUILDCTL_DB": self.location}
+        now = time.monotonic()
+        if count > 1 and _child_subreaper(True):
+            # The first worker forks the others (worker.fork_peers): one interpreter's
+            # start instead of ``count``. Each fork reports "ID PID" once it is our child.
+            self.adopting = True
+            first, peers = agent_ids[0], [_Worker(a, None, spool_file(), now) for a in agent_ids[1:]]
+            read_end, write_end = os.pipe()
+            os.set_blocking(read_end, False)
+            extra = {FORK_AGENTS_ENV: ",".join(f"{w.agent_id}:{w.stderr.fileno()}" for w in peers),
+                     FORK_REPORT_ENV: str(write_end)}
+            try:
+                self._popen(_Worker(first, None, spool_file(), now), extra,
+                            pass_fds=(write_end, *(w.stderr.fileno() for w in peers)))
+            finally:
+                os.close(write_end)
+            self.reports = read_end
+            self.workers += peers
+            return True
         for agent_id in agent_ids:
-            stderr = spool_file()
-            # Their own session: a Ctrl-C (or a terminal's SIGHUP) reaches only us, and we
-            # cancel the run cleanly.
-            proc = subprocess.Popen(worker_command(self.execution_id, agent_id, repo=self.repo,
-                                                   checkpoints=self.checkpoints),
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                    start_new_session=True, env=env)
-            self.workers.append(_Worker(agent_id, proc, stderr, time.monotonic()))
+            self._popen(_Worker(agent_id, None, spool_file(), now))
         return True
+
+    def _popen(self, w: _Worker, extra_env: dict | None = None, pass_fds: tuple = ()) -> None:
+        """Start ``w``'s worker as a new `buildctl agent work` process."""
+        env = {**os.environ, "BUILDCTL_DB": self.location, **(extra_env or {})}
+        # Their own session: a Ctrl-C (or a terminal's SIGHUP) reaches only us, and we
+        # cancel the run cleanly.
+        w.attach(subprocess.Popen(worker_command(self.execution_id, w.agent_id, repo=self.repo,
+                                                 checkpoints=self.checkpoints),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=w.stderr,
+                                  start_new_session=True, env=env, pass_fds=pass_fds))
+        if w not in self.workers:
+            self.workers.append(w)
+
+    def _read_reports(self) -> None:
+        """Adopt the forks the zygote reported; once it is done (the pipe's end), start as
+        new processes the workers it did not fork, and stop being a subreaper."""
+        while self.reports is not None:
+            try:
+                data = os.read(self.reports, 4096)
+            except BlockingIOError:
+                return
+            if data:
+                self.report_text += data
+                *lines, self.report_text = self.report_text.split(b"\n")
+                for line in lines:
+                    agent_id, _, pid = line.decode().partition(" ")
+                    w = next((w for w in self.workers if w.agent_id == agent_id and w.proc is None), None)
+                    if w is not None:
+                        if pid.isdigit():
+                            w.attach(_Adopted(int(pid)))
+                        else:
+                            self._popen(w)  # the fork could not be our child
+                continue
+            os.close(self.reports)
+            self.reports = None
+            _child_subreaper(False)
+            for w in [w for w in self.workers if w.proc is None]:
+                self._popen(w)  # the zygote ended before it forked these
+
+    def _reap_strays(self) -> None:
+        """While a subreaper, orphans re-parent here too (a worker's task watcher, a task's
+        detached process): wait for those that ended, so that none stays a zombie."""
+        ours = {w.proc.pid for w in self.workers if w.proc is not None}
+        for pid in _children():
+            if pid not in ours:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
 
     def reap(self, *, replace: bool) -> None:
         """Deal with every worker that exited since the last look; with ``replace``, start
         a replacement for each while the run still has work."""
         from buildctl import assignments
 
-        for w in [w for w in self.workers if w.proc.returncode is None and w.proc.poll() is not None]:
+        self._read_reports()
+        if self.adopting and self.reports is None:  # every fork is known by now: none is taken for a stray
+            self._reap_strays()
+        for w in [w for w in self.workers if w.proc is not None and w.proc.returncode is None
+                  and w.proc.poll() is not None]:
             if self._settle(w) and time.monotonic() - w.started < QUICK_DEATH_S:
                 self.quick_deaths += 1
             else:
@@ -244,19 +396,29 @@ class _Pool:
 
     def terminate(self) -> None:
         for w in self.alive():
-            w.proc.terminate()
+            if w.proc is not None:
+                w.proc.terminate()
 
     def stop(self) -> None:
         """Leave no worker behind: SIGTERM (each stops its task), then SIGKILL after 30 s."""
+        deadline = time.monotonic() + 30
+        while self.reports is not None and time.monotonic() < deadline:  # every fork known first
+            self._read_reports()
+            if self.reports is not None:
+                import select
+
+                select.select([self.reports], [], [], 0.05)
         self.terminate()
         for w in self.workers:
+            if w.proc is None:
+                continue
             try:
                 w.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 w.proc.kill()
                 w.proc.wait()
         self.reap(replace=False)
-        self.result.worker_codes = [w.proc.returncode for w in self.workers]
+        self.result.worker_codes = [w.proc.returncode for w in self.workers if w.proc is not None]
 
 
 def execute(location: str, execution_id: str, *, jobs: int, repo: str | None = None, checkpoints: bool = False,

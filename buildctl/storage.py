@@ -78,6 +78,16 @@ def is_postgres(location: str) -> bool:
     return location.startswith(("postgresql://", "postgres://"))
 
 
+def load_driver(location: str | None) -> None:
+    """Import what a connection to ``location`` needs, connecting to nothing (a process
+    that forks workers does it once, before the forks)."""
+    if is_postgres(resolve_location(location)):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            pass  # connect() says so, in each worker
+
+
 def _userinfo_end(rest: str) -> int:
     """Index of the '@' that ends a URL's user:password part (the last one before any '?'), or -1."""
     query = rest.find("?")

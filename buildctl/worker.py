@@ -77,6 +77,114 @@ class Outcome:
         self.exit_code = 0
 
 
+#: `run exec` starts its first worker as the others' zygote (issue 14): a new interpreter
+#: spends ~40 ms of CPU importing what a worker needs, eight of them more than the 500
+#: no-op tasks they then run. The first worker, once imported and before it opens any
+#: connection or thread, forks one worker for each other agent named in FORK_AGENTS_ENV
+#: ("ID:FD,…": the agent and the descriptor that is to be its stderr). Each fork is
+#: made through a short-lived middle process, so that the worker re-parents to `run
+#: exec` (a child subreaper while it waits for them) and is its direct child, as an
+#: exec'd one is; it rewrites its command line in place to name its own agent (the ids
+#: have one length), so that `ps`, `pgrep -f` and /proc show `… agent work EXEC --agent
+#: ID` for every worker; and it writes "ID PID" down FORK_REPORT_ENV's pipe once `run
+#: exec` is its parent ("ID -": it could not be, and is gone). Where a command line cannot
+#: be rewritten, the fork executes the worker anew, under the pid it reported.
+FORK_AGENTS_ENV = "BUILDCTL_FORK_AGENTS"
+FORK_REPORT_ENV = "BUILDCTL_FORK_REPORT"
+#: How long a forked worker waits to be re-parented to `run exec` (a few ms, normally).
+ADOPTION_WAIT_S = 5.0
+
+
+def fork_peers(agent_id: str | None, location: str | None) -> str | None:
+    """In a worker `run exec` started as the zygote (FORK_AGENTS_ENV set): fork the other
+    workers; returns the agent this process works as from here on (``agent_id`` in the
+    zygote, its own in each fork). Without FORK_AGENTS_ENV: ``agent_id``, nothing forked.
+    Call it before opening a connection or starting a thread: neither survives a fork.
+    ``location``: the database's, whose driver is imported here, once."""
+    spec = os.environ.pop(FORK_AGENTS_ENV, None)
+    report = os.environ.pop(FORK_REPORT_ENV, None)
+    if not spec or report is None or agent_id is None:
+        return agent_id
+    report_fd = int(report)
+    peers = [(peer, int(fd)) for peer, fd in (item.split(":") for item in spec.split(","))]
+    from buildctl import jsonstrict
+
+    jsonstrict.dumps({})  # its lazy `import json`, once here instead of in every fork
+    storage.load_driver(location)
+    parent = os.getppid()
+    for peer, stderr_fd in peers:
+        middle = os.fork()
+        if middle == 0:
+            try:
+                if os.fork() == 0:
+                    _become_peer(agent_id, peer, stderr_fd, [fd for _, fd in peers], report_fd, parent)
+                    return peer
+            except BaseException:
+                pass
+            os._exit(0)  # the middle process: its child re-parents to `run exec`
+        os.waitpid(middle, 0)
+    for _, fd in peers:
+        os.close(fd)
+    os.close(report_fd)
+    return agent_id
+
+
+def _become_peer(zygote_agent: str, agent_id: str, stderr_fd: int, passed: list[int], report_fd: int,
+                 parent: int) -> None:
+    """The forked worker of ``agent_id``: its own session and stderr, `run exec`'s child,
+    its own command line. Returns only in the worker that is to go on working."""
+    os.setsid()  # as `run exec` starts every worker: a Ctrl-C reaches `run exec` alone
+    os.dup2(stderr_fd, 2)
+    for fd in passed:
+        os.close(fd)
+    deadline = time.monotonic() + ADOPTION_WAIT_S
+    while os.getppid() != parent:
+        if time.monotonic() > deadline:  # no subreaper took us: `run exec` starts this agent itself
+            os.write(report_fd, f"{agent_id} -\n".encode())
+            os._exit(0)
+        time.sleep(0.0005)
+    argv = _command_line()
+    own = [agent_id if arg == zygote_agent else arg for arg in argv]
+    if own == argv:  # the zygote's agent is not a word of its command line: cannot name ours
+        os.write(report_fd, f"{agent_id} -\n".encode())
+        os._exit(0)
+    renamed = _rewrite_command_line(argv, own)
+    os.write(report_fd, f"{agent_id} {os.getpid()}\n".encode())
+    os.close(report_fd)
+    sys.argv = [agent_id if arg == zygote_agent else arg for arg in sys.argv]
+    if not renamed:
+        os.execv(sys.executable, [sys.executable, *own[1:]])
+
+
+def _command_line() -> list[str]:
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            return [os.fsdecode(a) for a in f.read().split(b"\0")[:-1]]
+    except OSError:
+        return []
+
+
+def _rewrite_command_line(argv: list[str], new: list[str]) -> bool:
+    """Write ``new`` over this process's command line ``argv`` in place (what /proc/PID/
+    cmdline and `ps` read), when it has the same length; False when it cannot."""
+    old, replacement = b"\0".join(map(os.fsencode, argv)) + b"\0", b"\0".join(map(os.fsencode, new)) + b"\0"
+    if len(old) != len(replacement):
+        return False
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49 of proc(5)
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            if end - start != len(old) or mem.read(len(old)) != old:
+                return False
+            mem.seek(start)
+            mem.write(replacement)
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 #: A task runs as `sh -c COMMAND` (nothing between the worker and the task's shell), the
 #: leader of its own session and process group, watched through the worker's lifeline:
 #: a pipe whose only write end the worker holds, read by one watcher process per worker

@@ -238,6 +238,41 @@ def test_run_cancel_stops_the_workers_children_and_leaves_no_process(cli, migrat
     assert seed.scalar(migrated, "SELECT count(*) FROM build_agent_instances WHERE status IN ('running','idle','initializing')") == 0
 
 
+def test_run_exec_workers_are_its_children_each_named_by_its_own_agent(cli, migrated, tmp_path, env):
+    """The first worker forks the others (issue 14): each is still `run exec`'s direct child,
+    the leader of its own session, with a command line `… -m buildctl agent work EXEC
+    --agent ID` naming its own registered agent, and stderr of its own."""
+    from test_reliability import children_of
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    tasks = [task(f"T-00{i}", command=f"echo $$ > {pids}/{i}; sleep 1") for i in range(1, 5)]
+    ex = _start(cli, tmp_path, tasks, max_parallel_agents=4)
+    proc = subprocess.Popen(buildctl_executable() + ["run", "exec", ex, "--jobs", "4", "--config", json.dumps(FAST)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: len(list(pids.iterdir())) == 4, what="four running tasks")
+        workers = {}
+        for pid in children_of(proc.pid):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+            if argv[1:5] == ["-m", "buildctl", "agent", "work"]:
+                assert argv[5] == ex and argv.count("--agent") == 1, argv
+                workers[argv[argv.index("--agent") + 1]] = pid
+        agents = {r["instance_id"] for r in seed.rows(
+            migrated, "SELECT instance_id FROM build_agent_instances WHERE execution_id = ?", (ex,))}
+        assert len(workers) == 4 and set(workers) == agents, (workers, agents)
+        assert all(os.getsid(pid) == pid for pid in workers.values())
+        stderrs = {os.stat(f"/proc/{pid}/fd/2").st_ino for pid in workers.values()}
+        assert len(stderrs) == 4
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    _recount_ok(migrated, ex)
+
+
 def test_agent_spawn_runs_a_command_as_an_agent_and_passes_its_exit_code(cli, migrated, tmp_path):
     tasks = [task("T-001"), task("T-002", ["T-001"])]
     ex = _start(cli, tmp_path, tasks)

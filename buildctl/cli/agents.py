@@ -122,18 +122,24 @@ def _run_agent_done(db, v: dict) -> None:
     render.info(f"task {what}" + (f"; the agent is stuck: {out['agent_stuck']}" if out.get("agent_stuck") else ""))
 
 
-def _run_agent_work(db, v: dict) -> int:
+def _run_agent_work(location, v: dict) -> int:
     import os
 
-    from buildctl import render, worker
+    from buildctl import render, storage, worker
     from buildctl.errors import UsageError
 
     repo_dir = os.path.abspath(v["repo"]) if v["repo"] else None
     if repo_dir is not None and not os.path.isdir(repo_dir):
         raise UsageError(f"--repo {v['repo']!r} is not a folder")
-    opts = worker.Options(v["execution"], agent_id=v["agent"], repo=repo_dir, checkpoints=v["checkpoints"],
-                          max_tasks=v["max_tasks"], config=v["config"])
-    out = worker.Worker(db.location, opts, db).run()
+    # `run exec`'s first worker forks the others here, with no connection open yet.
+    agent_id = worker.fork_peers(v["agent"], location)
+    db = storage.connect(location)
+    try:
+        opts = worker.Options(v["execution"], agent_id=agent_id, repo=repo_dir, checkpoints=v["checkpoints"],
+                              max_tasks=v["max_tasks"], config=v["config"])
+        out = worker.Worker(db.location, opts, db).run()
+    finally:
+        db.close()
     render.info(f"agent {out.instance_id}: {out.tasks_run} task(s) run, {out.completed} completed, "
                 f"{out.failed} failed; {out.reason}")
     return out.exit_code
@@ -273,6 +279,7 @@ AGENT_WORK = Command(
                    "config applies (so --config is refused beside it). `run exec` starts its workers this way."),
     ),
     runner=_run_agent_work,
+    database=None,  # opened by the runner, after `run exec`'s first worker forked the others
 )
 
 AGENT_LIST = Command(
