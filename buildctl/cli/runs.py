@@ -70,19 +70,10 @@ def _run_exec(db, v: dict) -> int:
         # The final table needs Rich (~45 ms of imports): import it while the workers run,
         # instead of after the last one, when it would add to the run's wall time. Not
         # before they are started: the import holds the GIL and would delay their start.
-        # At the lowest priority (this thread's only, on Linux): a CPU the workers leave
-        # idle does it, instead of a worker's share.
         import threading
 
-        def warm_up() -> None:
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            except (AttributeError, OSError):
-                pass
-            render.warm_up()
-
         def on_started() -> None:
-            threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+            threading.Thread(target=render.warm_up, name="warm-up", daemon=True).start()
     if render.is_terminal():
         from rich.live import Live
 
