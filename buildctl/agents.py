@@ -40,12 +40,15 @@ _FOR_WRITE = ("SELECT a.instance_id, a.execution_id, a.status, a.current_task_id
               "JOIN task_list_execution_runs r ON r.execution_id = a.execution_id WHERE a.instance_id = ?")
 
 
-def _unended(db: Database, instance_id: str, refusal: str) -> dict:
+def _unended(db: Database, instance_id: str, refusal: str, *, lock: bool = False) -> dict:
     """The agent with its run's status (exact id first: the hot path's common case),
-    refused when it has finished."""
-    agent = db.one(_FOR_WRITE, (instance_id,))
+    refused when it has finished. With ``lock``, its row is locked (PostgreSQL; SQLite's
+    write transaction holds the whole database): a write that sets the agent's status
+    from what it read must not overwrite a status another transaction set meanwhile."""
+    sql = _FOR_WRITE + (db.sql.lock_rows("a") if lock else "")
+    agent = db.one(sql, (instance_id,))
     if agent is None:
-        agent = db.one(_FOR_WRITE, (resolve.agent(db, instance_id)["instance_id"],))
+        agent = db.one(sql, (resolve.agent(db, instance_id)["instance_id"],))
     if agent["status"] in ENDED:
         raise Conflict(f"agent {agent['instance_id']} " + refusal.format(status=agent["status"]))
     return agent
@@ -312,7 +315,9 @@ def heartbeat(db: Database, instance_id: str, status: str | None = None, task: s
         memory_mb = sampled_mem if memory_mb is None else memory_mb
         cpu = sampled_cpu if cpu is None else cpu
     with db.write():
-        agent = _unended(db, instance_id, "has ended ({status}); heartbeats are refused")
+        # Locked: a heartbeat read "running" while a peer marked the agent stuck would
+        # otherwise set it running again, reviving it (seen on PostgreSQL).
+        agent = _unended(db, instance_id, "has ended ({status}); heartbeats are refused", lock=True)
         iid = agent["instance_id"]
         if agent["run_status"] == "cancelled":
             raise Conflict(f"run {agent['execution_id']} was cancelled: agent {iid} must stop (heartbeat refused)")
@@ -406,6 +411,8 @@ def finish(db: Database, instance_id: str, status: str, error: str | None = None
         agent = _unended(db, instance_id, "has already ended ({status})")
         iid = agent["instance_id"]
         assignments.lock_run(db, agent["execution_id"])
+        if db.sql.lock_rows("a"):  # read again under the run's lock, then the agent's (that order, as claims take them)
+            agent = _unended(db, iid, "has already ended ({status})", lock=True)
         if keep_stuck and agent["status"] == "stuck":
             return {"instance_id": iid, "status": "stuck", "released": assignments.release_held(
                 db, iid, reason=f"agent {iid} was stuck and ended while holding the task", agent=agent)}

@@ -507,3 +507,37 @@ def test_a_sigkilled_workers_task_is_taken_back_by_a_worker_on_the_other_host(pg
     assert seed.scalar(pg_location, "SELECT status FROM task_list_execution_runs WHERE execution_id = ?", (ex,)) == "completed"
     assert _recount_ok(pg_location, ex)["completed_tasks"] == 6
     assert_invariants(pg_location)
+
+
+def test_a_heartbeat_racing_a_stuck_marking_does_not_revive_the_agent(pg_location, tmp_path):
+    """Transactions run side by side on PostgreSQL (READ COMMITTED): a worker's heartbeat
+    that read its agent 'running' while another transaction was marking it stuck set it
+    running again once that one committed, and the worker's finish then ended a stuck
+    agent 'completed'. The heartbeat now waits for the row and sees 'stuck': refused."""
+    from buildctl import agents, storage
+    from buildctl.errors import Conflict
+
+    ex = buildctl(pg_location, "run", "start", write_list(tmp_path / "list.json", [task("T-001")])).stdout.strip()
+    iid = buildctl(pg_location, "agent", "spawn", ex).stdout.strip()
+    marker, beater = storage.connect(pg_location), storage.connect(pg_location)
+    outcome: dict = {}
+
+    def beat() -> None:
+        try:
+            outcome["result"] = agents.heartbeat(beater, iid, status="running", revive_stuck=False)
+        except Conflict as exc:
+            outcome["result"] = exc
+
+    try:
+        with marker.write():
+            marker.execute("UPDATE build_agent_instances SET status = 'stuck' WHERE instance_id = ?", (iid,))
+            beating = threading.Thread(target=beat)
+            beating.start()
+            time.sleep(0.5)
+            assert beating.is_alive()  # waiting for the row this transaction holds
+        beating.join(30)
+        assert isinstance(outcome.get("result"), Conflict), outcome
+        assert seed.scalar(pg_location, "SELECT status FROM build_agent_instances WHERE instance_id = ?", (iid,)) == "stuck"
+    finally:
+        marker.close()
+        beater.close()
