@@ -46,10 +46,16 @@ NO_PROGRESS_ATTEMPTS = 3
 #: What a released assignment became, by _fail's outcome.
 _RELEASED_AS = {"retry": "pending", "failed": "failed", "skipped": "skipped"}
 
-_LOAD = """
+#: A task's failed attempts in its run (its task_failed events in the lane), as a column
+#: of a query whose rows have ``a.task_id`` and the run's ``execution_id`` as ``EXEC``.
+_FAILED_ATTEMPTS = ("(SELECT COUNT(*) FROM task_execution_log f WHERE f.execution_id = {exec} AND f.task_id = a.task_id "
+                    "AND f.event_type = 'task_failed') AS failed_attempts")
+
+_LOAD = f"""
 SELECT a.id AS assignment_id, a.status, a.instance_id, a.wave_id, a.task_id, a.assigned_at,
        w.wave_number, w.execution_id, r.status AS run_status, r.task_list_id,
-       t.display_id, t.title, t.command, t.validate_command, t.timeout_s, b.status AS agent_status
+       t.display_id, t.title, t.command, t.validate_command, t.timeout_s, b.status AS agent_status,
+       {_FAILED_ATTEMPTS.format(exec="w.execution_id")}
 FROM wave_task_assignments a
 JOIN parallel_execution_waves w ON w.wave_id = a.wave_id
 JOIN task_list_execution_runs r ON r.execution_id = w.execution_id
@@ -298,45 +304,45 @@ def _outlook(db: Database, execution_id: str, task_id: str | None = None, *, loc
     transactions hold."""
     if lock and not run_locked and not lock_run(db, execution_id, unless_busy=unless_busy):
         return _Outlook(None, "wait", "another agent is changing the run right now")
+    # One statement (one round trip on PostgreSQL): the run, its list's limit, its lowest
+    # unfinished wave (none when every task has ended) and how many tasks it holds.
     run = db.one(
-        "SELECT r.execution_id, r.status, r.task_list_id, l.max_parallel_agents FROM task_list_execution_runs r "
-        "JOIN task_lists_v2 l ON l.id = r.task_list_id WHERE r.execution_id = ?",
+        "SELECT r.execution_id, r.status, r.task_list_id, l.max_parallel_agents, "
+        "       w.wave_id, w.wave_number, w.status AS wave_status, "
+        "       (SELECT COUNT(*) FROM wave_task_assignments h JOIN parallel_execution_waves hw ON hw.wave_id = h.wave_id "
+        f"        WHERE hw.execution_id = r.execution_id AND h.status IN {states.sql_list(HELD)}) AS held "
+        "FROM task_list_execution_runs r JOIN task_lists_v2 l ON l.id = r.task_list_id "
+        "LEFT JOIN parallel_execution_waves w ON w.wave_id = ("
+        "    SELECT u.wave_id FROM parallel_execution_waves u WHERE u.execution_id = r.execution_id "
+        f"   AND EXISTS (SELECT 1 FROM wave_task_assignments a WHERE a.wave_id = u.wave_id AND a.status IN {states.sql_list(ACTIVE)}) "
+        "    ORDER BY u.wave_number LIMIT 1) "
+        "WHERE r.execution_id = ?",
         (execution_id,),
     )
     if run is None:
         raise NotFound(f"no execution {execution_id!r}")
     if run["status"] in RUN_ENDED:
         return _Outlook(None, "done", f"execution {execution_id} is {run['status']}")
-    wave = db.one(
-        "SELECT w.wave_id, w.wave_number, w.status AS wave_status FROM parallel_execution_waves w WHERE w.execution_id = ? "
-        "AND EXISTS (SELECT 1 FROM wave_task_assignments a WHERE a.wave_id = w.wave_id "
-        f"            AND a.status IN {states.sql_list(ACTIVE)}) "
-        "ORDER BY w.wave_number LIMIT 1",
-        (execution_id,),
-    )
-    if wave is None:
+    if run["wave_id"] is None:
         return _Outlook(None, "done", f"every task of execution {execution_id} has ended")
     if run["status"] == "paused":
         return _Outlook(None, "wait", f"execution {execution_id} is paused; no task is handed out")
-    held = db.scalar(
-        "SELECT COUNT(*) FROM wave_task_assignments a JOIN parallel_execution_waves w ON w.wave_id = a.wave_id "
-        f"WHERE w.execution_id = ? AND a.status IN {states.sql_list(HELD)}",
-        (execution_id,),
-    )
-    if held >= run["max_parallel_agents"]:
+    if run["held"] >= run["max_parallel_agents"]:
         return _Outlook(None, "wait", f"the run already has max_parallel_agents ({run['max_parallel_agents']}) "
                                       "tasks held")
+    wave = {"wave_id": run["wave_id"], "wave_number": run["wave_number"], "wave_status": run["wave_status"]}
     # The list's order is the assignments' id order: runs.start inserts each wave's
     # assignments in (position, id) order and positions never change. Ordering by a.id
     # reads the first pending row straight off idx_wave_tasks; ordering by t.position
     # joined and sorted every pending row of the wave (0.2-0.5 ms a claim at 500 tasks).
     nxt = db.one(
-        "SELECT a.id AS assignment_id, a.task_id, t.display_id, t.title, t.command, t.validate_command, t.timeout_s "
+        "SELECT a.id AS assignment_id, a.task_id, t.display_id, t.title, t.command, t.validate_command, t.timeout_s, "
+        f"{_FAILED_ATTEMPTS.format(exec='?')} "
         "FROM wave_task_assignments a JOIN tasks t ON t.id = a.task_id "
         f"WHERE a.wave_id = ? AND a.status = 'pending' AND (a.not_before IS NULL OR a.not_before <= {db.sql.now}) "
         "AND (CAST(? AS TEXT) IS NULL OR a.task_id = ?) ORDER BY a.id LIMIT 1"
         + (db.sql.lock_rows("a", skip_locked=True) if lock else ""),
-        (wave["wave_id"], task_id, task_id),
+        (execution_id, wave["wave_id"], task_id, task_id),
     )
     if nxt is not None:
         return _Outlook({**nxt, **wave, "run_status": run["status"], "task_list_id": run["task_list_id"]}, "work")
@@ -423,7 +429,7 @@ def _hand_out(db: Database, pick: dict, execution_id: str, instance_id: str, age
     if start:
         attempt = _record_start(db, row, instance_id, context)
     else:
-        attempt = 1 + failed_attempts(db, execution_id, pick["task_id"])
+        attempt = 1 + pick["failed_attempts"]
     return _claim(row, instance_id, attempt)
 
 
@@ -512,7 +518,7 @@ def _record_start(db: Database, row: dict, instance_id: str, context: dict | Non
     """An assignment just became running (inside the caller's write): its task in_progress,
     the task_started event; returns the attempt's number."""
     db.execute(f"UPDATE tasks SET status = 'in_progress', updated_at = {db.sql.now} WHERE id = ?", (row["task_id"],))
-    attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
+    attempt = 1 + row["failed_attempts"]  # counted by the query that picked it, in this transaction
     execlog.append(
         db, row["execution_id"], "task_started", f"{row['display_id']} started (attempt {attempt})",
         task_id=row["task_id"], instance_id=instance_id,
@@ -568,7 +574,7 @@ def _complete(db: Database, row: dict, context: dict | None) -> dict:
     by the caller: counters, task, the task_completed event, the wave and run settled.
     The holding agent is left to the caller (released, or handed its next task)."""
     aid = row["assignment_id"]
-    attempt = 1 + failed_attempts(db, row["execution_id"], row["task_id"])
+    attempt = 1 + row["failed_attempts"]  # counted by _load, in this transaction (a completion adds none)
     _end_held(db, row, "completed")
     execlog.append(
         db, row["execution_id"], "task_completed", f"{row['display_id']} completed",
