@@ -152,7 +152,7 @@ def test_each_first_word_is_served_from_the_module_that_declares_it():
     own map: every command found through it, no word missing, none extra."""
     import importlib
 
-    from buildctl.cli import MODULE_OF, MODULES, command, commands
+    from buildctl.cli import MODULE_OF, MODULES, command, commands, groups
 
     declared = {}
     for name in MODULES:
@@ -161,6 +161,10 @@ def test_each_first_word_is_served_from_the_module_that_declares_it():
     assert {word: {module} for word, module in MODULE_OF.items()} == declared
     assert all(command(path) is cmd for path, cmd in commands().items())
     assert command(("run",)) is None and command(("nope",)) is None and command(()) is None
+    tree = {word: None for (word, *rest) in commands() if not rest}
+    for word, sub, *_ in (p for p in commands() if len(p) == 2):
+        tree.setdefault(word, {})[sub] = None
+    assert dict(groups().items()) == tree  # iterated, the lazy tree is the whole tree
 
 
 def test_no_option_is_declared_twice():

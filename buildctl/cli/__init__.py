@@ -11,6 +11,8 @@ Stdlib only at import: the declarations are data, and runners import what they n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 #: The group modules, in the order `buildctl --help` lists their commands.
 MODULES = ("tasks", "runs", "agents", "log", "checkpoints", "admin")
 
@@ -45,23 +47,31 @@ def command(words: tuple):
     return _declared(module).get(tuple(words)) if module else None
 
 
-class _Tree(dict):
-    """The command tree ``groups`` returns, filled in from a first word's module when that
-    word is looked up (``grammar.locate`` looks up one or two words)."""
+class _Tree(Mapping):
+    """The command tree ``groups`` returns: a first word's subcommands are read from its
+    module when that word is looked up (``grammar.locate`` looks up one or two words),
+    every module's when the tree is iterated."""
 
     def __init__(self):
-        super().__init__((word, None) for word in MODULE_OF)
-        self._filled: set = set()
+        self._subs: dict = {}
 
     def __getitem__(self, word):
-        if word in MODULE_OF and word not in self._filled:
-            self._filled.add(word)
+        if word not in self._subs:
             subs = {path[1]: None for path in _declared(MODULE_OF[word]) if path[0] == word and len(path) == 2}
-            super().__setitem__(word, subs or None)
-        return super().__getitem__(word)
+            self._subs[word] = subs or None
+        return self._subs[word]
+
+    def __contains__(self, word) -> bool:
+        return word in MODULE_OF
+
+    def __iter__(self):
+        return iter(MODULE_OF)
+
+    def __len__(self) -> int:
+        return len(MODULE_OF)
 
 
-def groups() -> dict:
+def groups() -> Mapping:
     """The command tree for finding a command in argv: {"waves": None, "run": {"show": None, ...}}."""
     return _Tree()
 
