@@ -216,16 +216,22 @@ def test_two_hundred_true_tasks_over_ten_waves_with_four_jobs(cli, migrated, tmp
                    (ex,)) == 10
 
 
-@pytest.mark.slow
-def test_run_cancel_stops_the_workers_children_and_leaves_no_process(cli, migrated, tmp_path, env):
+def _exec_running(cli, tmp_path, env, jobs: int, then: str) -> tuple[str, subprocess.Popen, list[int]]:
+    """`run exec --jobs N` on N tasks, once all N run: each task writes its shell's pid,
+    then runs ``then``. Returns the run, the `run exec` process and the tasks' pids."""
     pids = tmp_path / "pids"
     pids.mkdir()
-    tasks = [task(f"T-00{i}", command=f"echo $$ > {pids}/{i}; exec sleep 60") for i in range(1, 3)]
-    ex = _start(cli, tmp_path, tasks, max_parallel_agents=2)
-    proc = subprocess.Popen(buildctl_executable() + ["run", "exec", ex, "--jobs", "2", "--config", json.dumps(FAST)],
+    tasks = [task(f"T-00{i}", command=f"echo $$ > {pids}/{i}; {then}") for i in range(1, jobs + 1)]
+    ex = _start(cli, tmp_path, tasks, max_parallel_agents=jobs)
+    proc = subprocess.Popen(buildctl_executable() + ["run", "exec", ex, "--jobs", str(jobs), "--config", json.dumps(FAST)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait(lambda: len(list(pids.iterdir())) == 2, what="two running tasks")
-    task_pids = [int(p.read_text()) for p in pids.iterdir()]
+    _wait(lambda: len(list(pids.iterdir())) == jobs, what=f"{jobs} running tasks")
+    return ex, proc, [int(p.read_text()) for p in pids.iterdir()]
+
+
+@pytest.mark.slow
+def test_run_cancel_stops_the_workers_children_and_leaves_no_process(cli, migrated, tmp_path, env):
+    ex, proc, task_pids = _exec_running(cli, tmp_path, env, 2, "exec sleep 60")
     t0 = time.time()
     cli("run", "cancel", ex, check=True)
     out, err = proc.communicate(timeout=30)
@@ -244,14 +250,8 @@ def test_run_exec_workers_are_its_children_each_named_by_its_own_agent(cli, migr
     --agent ID` naming its own registered agent, and stderr of its own."""
     from test_reliability import children_of
 
-    pids = tmp_path / "pids"
-    pids.mkdir()
-    tasks = [task(f"T-00{i}", command=f"echo $$ > {pids}/{i}; sleep 1") for i in range(1, 5)]
-    ex = _start(cli, tmp_path, tasks, max_parallel_agents=4)
-    proc = subprocess.Popen(buildctl_executable() + ["run", "exec", ex, "--jobs", "4", "--config", json.dumps(FAST)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ex, proc, _ = _exec_running(cli, tmp_path, env, 4, "sleep 1")
     try:
-        _wait(lambda: len(list(pids.iterdir())) == 4, what="four running tasks")
         workers = {}
         for pid in children_of(proc.pid):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
