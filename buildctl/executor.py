@@ -111,14 +111,12 @@ class _Worker:
     """One worker of the pool: its agent, its process (None while the zygote has yet to
     report its fork, see worker.fork_peers) and the file its stderr goes to."""
 
-    def __init__(self, agent_id: str, proc, stderr, started: float):
+    def __init__(self, agent_id: str, stderr, started: float):
         self.agent_id = agent_id
         self.proc = None
         self.exited: int | None = None
         self.stderr = stderr  # a temporary file
         self.started = started
-        if proc is not None:
-            self.attach(proc)
 
     def attach(self, proc) -> None:
         """``proc``: a subprocess.Popen, or an _Adopted fork."""
@@ -262,13 +260,13 @@ class _Pool:
             # The first worker forks the others (worker.fork_peers): one interpreter's
             # start instead of ``count``. Each fork reports "ID PID" once it is our child.
             self.adopting = True
-            first, peers = agent_ids[0], [_Worker(a, None, spool_file(), now) for a in agent_ids[1:]]
+            first, peers = agent_ids[0], [_Worker(a, spool_file(), now) for a in agent_ids[1:]]
             read_end, write_end = os.pipe()
             os.set_blocking(read_end, False)
             extra = {FORK_AGENTS_ENV: ",".join(f"{w.agent_id}:{w.stderr.fileno()}" for w in peers),
                      FORK_REPORT_ENV: str(write_end)}
             try:
-                self._popen(_Worker(first, None, spool_file(), now), extra,
+                self._popen(_Worker(first, spool_file(), now), extra,
                             pass_fds=(write_end, *(w.stderr.fileno() for w in peers)))
             finally:
                 os.close(write_end)
@@ -276,7 +274,7 @@ class _Pool:
             self.workers += peers
             return True
         for agent_id in agent_ids:
-            self._popen(_Worker(agent_id, None, spool_file(), now))
+            self._popen(_Worker(agent_id, spool_file(), now))
         return True
 
     def _popen(self, w: _Worker, extra_env: dict | None = None, pass_fds: tuple = ()) -> None:

@@ -120,8 +120,8 @@ def fork_peers(agent_id: str | None, location: str | None) -> str | None:
                     _become_peer(agent_id, peer, stderr_fd, [fd for _, fd in peers], report_fd, parent)
                     return peer
             except BaseException:
-                pass
-            os._exit(0)  # the middle process: its child re-parents to `run exec`
+                pass  # a fork that failed here reports nothing: `run exec` starts its agent anew
+            os._exit(0)  # the middle process (its child re-parents to `run exec`), or a failed fork
         os.waitpid(middle, 0)
     for _, fd in peers:
         os.close(fd)
@@ -143,15 +143,18 @@ def _become_peer(zygote_agent: str, agent_id: str, stderr_fd: int, passed: list[
             os.write(report_fd, f"{agent_id} -\n".encode())
             os._exit(0)
         time.sleep(0.0005)
+    def ours(args: list[str]) -> list[str]:
+        return [agent_id if arg == zygote_agent else arg for arg in args]
+
     argv = _command_line()
-    own = [agent_id if arg == zygote_agent else arg for arg in argv]
+    own = ours(argv)
     if own == argv:  # the zygote's agent is not a word of its command line: cannot name ours
         os.write(report_fd, f"{agent_id} -\n".encode())
         os._exit(0)
     renamed = _rewrite_command_line(argv, own)
     os.write(report_fd, f"{agent_id} {os.getpid()}\n".encode())
     os.close(report_fd)
-    sys.argv = [agent_id if arg == zygote_agent else arg for arg in sys.argv]
+    sys.argv = ours(sys.argv)
     if not renamed:
         os.execv(sys.executable, [sys.executable, *own[1:]])
 
