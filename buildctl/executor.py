@@ -316,8 +316,9 @@ class _Pool:
                 self._popen(w)  # the zygote ended before it forked these
 
     def _reap_strays(self) -> None:
-        """While a subreaper, orphans re-parent here too (a worker's task watcher, a task's
-        detached process): wait for those that ended, so that none stays a zombie."""
+        """Orphans that re-parented here while this process was a subreaper (a worker's task
+        watcher, a task's detached process) stay its children: wait for those that ended,
+        so that none stays a zombie."""
         ours = {w.proc.pid for w in self.workers if w.proc is not None}
         for pid in _children():
             if pid not in ours:
