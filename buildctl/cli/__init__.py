@@ -24,13 +24,17 @@ MODULE_OF = {"tasks": "tasks", "run": "runs", "waves": "runs", "agent": "agents"
              "migrate": "admin"}
 
 _commands: dict = {}
+_by_module: dict = {}
 
 
 def _declared(module: str) -> dict:
-    """The commands ``buildctl.cli.<module>`` declares, by their words."""
-    import importlib
+    """The commands ``buildctl.cli.<module>`` declares, by their words (read once: finding a
+    command looks its module up twice, for the tree and for the command)."""
+    if module not in _by_module:
+        import importlib
 
-    return {cmd.path: cmd for cmd in importlib.import_module(f"buildctl.cli.{module}").COMMANDS}
+        _by_module[module] = {cmd.path: cmd for cmd in importlib.import_module(f"buildctl.cli.{module}").COMMANDS}
+    return _by_module[module]
 
 
 def commands() -> dict:
