@@ -1,8 +1,9 @@
 """`buildctl run exec`: drive a run on this machine with N worker processes.
 
 The workers are real processes (`buildctl agent work EXEC --agent ID`), this process's
-children. The first one is started as a new interpreter and forks the others once it
-has loaded (worker.fork_peers): a worker's start is mostly its interpreter's and its
+children. The first one is forked from `run exec` before it opens the database
+(Zygote.fork; started as a new interpreter where that cannot be), and forks the others
+once told to (worker.fork_peers): a worker's start is mostly its interpreter's and its
 imports' (~40 ms of CPU each), more than a few hundred short tasks cost. While it
 forks, this process is a child subreaper, so that each fork re-parents here. This
 module registers each worker's agent itself, so that it knows whose worker died: a
@@ -136,8 +137,8 @@ class _Worker:
 
 
 class _Adopted:
-    """A worker the zygote forked and this process adopted (its child, as a subreaper):
-    the part of subprocess.Popen that _Pool uses."""
+    """A worker this process forked (Zygote.fork), or one the zygote forked and this process
+    adopted (its child, as a subreaper): the part of subprocess.Popen that _Pool uses."""
 
     def __init__(self, pid: int):
         self.pid = pid
@@ -201,6 +202,100 @@ def _children() -> list[int]:
     return out
 
 
+class Zygote:
+    """A run's first worker, waiting for its word (worker.fork_peers), with what it needs to
+    fork the others: their agents (ids made here, registered later), a spool file each for
+    their stderr, the go pipe, the pipe the forks report on. Either forked from `run exec`
+    itself (``fork``), before it opens its database — no connection may cross a fork — so
+    that its start costs a fork instead of an interpreter's and overlaps `run exec`'s own;
+    or started as `buildctl agent work` (_Pool.start, for a worker started later)."""
+
+    def __init__(self, count: int):
+        from buildctl import ids
+        from buildctl.worker import spool_file
+
+        now = time.monotonic()
+        self.workers = [_Worker(ids.new_id("agent"), spool_file(), now) for _ in range(count)]
+        self.first = self.workers[0]
+        self.go_read, self.go = os.pipe()
+        self.reports, self.report_write = os.pipe() if count > 1 else (None, None)
+        if self.reports is not None:
+            os.set_blocking(self.reports, False)
+        self.spent = False  # handed to a pool
+
+    @classmethod
+    def fork(cls, count: int, serve: Callable[[list[str]], int]) -> "Zygote | None":
+        """Fork the first worker of ``count`` from this process, which must have no
+        connection open; it becomes `buildctl agent work` through ``serve``
+        (worker.serve_forked) once it has its word. None where a fork is not safe: another
+        thread runs (its locks would be copied held; a test runner, a program calling
+        buildctl in-process): the first worker is then started as a new process."""
+        from buildctl import worker
+
+        if threading.active_count() > 1 or not hasattr(os, "fork"):
+            return None
+        zygote = cls(count)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # or the child would write it again
+        pid = os.fork()
+        if pid == 0:
+            os.close(zygote.go)
+            if zygote.reports is not None:
+                os.close(zygote.reports)
+            worker.serve_forked(zygote.go_read, zygote.report_write,
+                                [(w.agent_id, w.stderr.fileno()) for w in zygote.workers], serve)
+        zygote.first.attach(_Adopted(pid))
+        zygote.started()
+        return zygote
+
+    @property
+    def passed(self) -> tuple[int, ...]:
+        """The descriptors a started first worker inherits."""
+        if self.reports is None:
+            return (self.go_read,)
+        return (self.go_read, self.report_write, *(w.stderr.fileno() for w in self.workers[1:]))
+
+    def started_env(self) -> dict:
+        """The environment that tells a started first worker where its word and peers are."""
+        from buildctl.worker import FORK_AGENTS_ENV, FORK_GO_ENV, FORK_REPORT_ENV
+
+        env = {FORK_GO_ENV: str(self.go_read)}
+        if self.reports is not None:
+            env[FORK_AGENTS_ENV] = ",".join(f"{w.agent_id}:{w.stderr.fileno()}" for w in self.workers[1:])
+            env[FORK_REPORT_ENV] = str(self.report_write)
+        return env
+
+    def started(self) -> None:
+        """The first worker holds its ends of the pipes now: close ours."""
+        os.close(self.go_read)
+        if self.report_write is not None:
+            os.close(self.report_write)
+
+    def send(self, word: str, **message) -> None:
+        from buildctl.worker import send_message
+
+        go, self.go = self.go, None
+        send_message(go, {"word": word, **message})
+
+    def dismiss(self) -> None:
+        """No word: the first worker leaves without touching the database (a forked one not
+        yet handed to a pool is also waited for here)."""
+        if self.go is None:
+            return
+        os.close(self.go)
+        self.go = None
+        if self.reports is not None:
+            os.close(self.reports)
+            self.reports = None
+        for w in self.workers[1:]:
+            w.stderr.close()
+        if not self.spent:
+            self.spent = True
+            self.first.proc.wait()
+            self.first.close()
+            self.first.stderr.close()
+
+
 class _Pool:
     """The worker processes of one `run exec`, each working as an agent registered here."""
 
@@ -233,13 +328,30 @@ class _Pool:
         else:
             time.sleep(timeout)
 
-    def start(self, count: int = 1) -> bool:
-        """Register ``count`` agents (one transaction) and start a worker for each; False when
-        the run takes no new agents."""
-        from buildctl import agents, ids
+    def start(self, count: int = 1, zygote: Zygote | None = None) -> bool:
+        """Start ``count`` workers (``zygote``'s, when given: forked before the database was
+        opened) and register their agents (one transaction); False when the run takes no new
+        agents. The first worker is started before the agents are registered, so that its
+        start overlaps that, and waits for our word (worker.fork_peers): "fork" the others,
+        "go" alone, or nothing (it stands down)."""
+        from buildctl import agents
         from buildctl.errors import Conflict, ConnectionLost
 
-        agent_ids = [ids.new_id("agent") for _ in range(count)]
+        if zygote is None or zygote.spent:
+            zygote = Zygote(count)
+            zygote.spent = True
+            try:
+                self._popen(zygote.first, zygote.started_env(), pass_fds=zygote.passed)
+            except BaseException:
+                zygote.dismiss()
+                zygote.first.stderr.close()
+                raise
+            finally:
+                zygote.started()
+        else:
+            zygote.spent = True
+            self.workers.append(zygote.first)
+        agent_ids = [w.agent_id for w in zygote.workers]
 
         def register() -> None:
             try:
@@ -251,30 +363,34 @@ class _Pool:
 
         try:
             _again(register)
-        except Conflict:
+        except BaseException as exc:
+            zygote.dismiss()  # no word: the first worker leaves without touching the database
+            if not isinstance(exc, Conflict):
+                raise  # stop() waits for the first worker
+            zygote.first.proc.wait()  # its start, at most
+            zygote.first.close()
+            zygote.first.stderr.close()
+            self.workers.remove(zygote.first)
             return False  # the run ended (or was cancelled) meanwhile
-        from buildctl.worker import FORK_AGENTS_ENV, FORK_REPORT_ENV, spool_file
-
-        now = time.monotonic()
-        if count > 1 and _child_subreaper(True):
-            # The first worker forks the others (worker.fork_peers): one interpreter's
-            # start instead of ``count``. Each fork reports "ID PID" once it is our child.
+        # The first worker forks the others: one interpreter's start instead of ``count``.
+        # Each fork re-parents here (as a subreaper) and reports "ID PID" once it is our child.
+        # (A first worker gone already cannot read its word: reap() settles its agent, and
+        # starts the peers it did not fork.)
+        peers = zygote.workers[1:]
+        adopting = bool(peers) and _child_subreaper(True)
+        zygote.send("fork" if adopting else "go",
+                    argv=worker_command(self.execution_id, zygote.first.agent_id, repo=self.repo,
+                                        checkpoints=self.checkpoints),
+                    location=self.location)
+        if adopting:
             self.adopting = True
-            first, peers = agent_ids[0], [_Worker(a, spool_file(), now) for a in agent_ids[1:]]
-            read_end, write_end = os.pipe()
-            os.set_blocking(read_end, False)
-            extra = {FORK_AGENTS_ENV: ",".join(f"{w.agent_id}:{w.stderr.fileno()}" for w in peers),
-                     FORK_REPORT_ENV: str(write_end)}
-            try:
-                self._popen(_Worker(first, spool_file(), now), extra,
-                            pass_fds=(write_end, *(w.stderr.fileno() for w in peers)))
-            finally:
-                os.close(write_end)
-            self.reports = read_end
+            self.reports = zygote.reports
             self.workers += peers
             return True
-        for agent_id in agent_ids:
-            self._popen(_Worker(agent_id, spool_file(), now))
+        if zygote.reports is not None:
+            os.close(zygote.reports)
+        for w in peers:
+            self._popen(w)
         return True
 
     def _popen(self, w: _Worker, extra_env: dict | None = None, pass_fds: tuple = ()) -> None:
@@ -422,16 +538,21 @@ class _Pool:
 
 def execute(location: str, execution_id: str, *, jobs: int, repo: str | None = None, checkpoints: bool = False,
             config: dict | None = None, on_tick: Callable[[dict], None] | None = None,
-            on_started: Callable[[], None] | None = None, tick_s: float = 0.25) -> ExecResult:
+            on_started: Callable[[], None] | None = None, tick_s: float = 0.25,
+            db: Database | None = None, zygote: Zygote | None = None) -> ExecResult:
     """Start ``jobs`` workers and wait for them, replacing those that die while the run
     has work. On Ctrl-C, SIGTERM or SIGHUP cancel the run and wait for the workers to
     stop their tasks (a second signal SIGTERMs them now); ``result.signal`` names the
     first signal. No worker is left behind when this returns. ``on_started()`` runs once
-    the first workers are started; ``on_tick(snapshot)`` at every look."""
+    the first workers are started; ``on_tick(snapshot)`` at every look. ``db``: the
+    caller's connection to ``location``, used instead of a new one and left open;
+    ``zygote``: the first worker, forked before that connection was opened (Zygote.fork)."""
     from buildctl import agentstate, runs
     from buildctl.errors import ConnectionLost
 
-    db = storage.connect(location)
+    borrowed = db is not None
+    if db is None:
+        db = storage.connect(location)
     # A lost connection is opened again on the next statement, for as long as a worker waits.
     db.reconnect_s = agentstate.stale_after_s(agentstate.parse_config(config))
     result = ExecResult(execution_id, "")
@@ -439,7 +560,7 @@ def execute(location: str, execution_id: str, *, jobs: int, repo: str | None = N
     signals = _StopSignals()
     try:
         if not signals.count:
-            pool.start(jobs)
+            pool.start(jobs, zygote)
         if on_started is not None:
             on_started()
         terminated = False
@@ -472,7 +593,8 @@ def execute(location: str, execution_id: str, *, jobs: int, repo: str | None = N
             pool.stop()
         finally:
             signals.restore()
-            db.close()
+            if not borrowed:
+                db.close()
     return result
 
 

@@ -77,40 +77,62 @@ class Outcome:
         self.exit_code = 0
 
 
-#: `run exec` starts its first worker as the others' zygote (issue 14): a new interpreter
-#: spends ~40 ms of CPU importing what a worker needs, eight of them more than the 500
-#: no-op tasks they then run. The first worker, once imported and before it opens any
-#: connection or thread, forks one worker for each other agent named in FORK_AGENTS_ENV
-#: ("ID:FD,…": the agent and the descriptor that is to be its stderr). Each fork is
-#: made through a short-lived middle process, so that the worker re-parents to `run
-#: exec` (a child subreaper while it waits for them) and is its direct child, as an
-#: exec'd one is; it rewrites its command line in place to name its own agent (the ids
-#: have one length), so that `ps`, `pgrep -f` and /proc show `… agent work EXEC --agent
-#: ID` for every worker; and it writes "ID PID" down FORK_REPORT_ENV's pipe once `run
-#: exec` is its parent ("ID -": it could not be, and is gone). Where a command line cannot
-#: be rewritten, the fork executes the worker anew, under the pid it reported.
+#: `run exec`'s first worker is the others' zygote (issue 14): a new interpreter spends
+#: ~40 ms of CPU importing what a worker needs, eight of them more than the 500 no-op
+#: tasks they then run. `run exec` forks it from itself first thing, before it opens the
+#: database (serve_forked; where it must start one later, a replacement, it starts
+#: `buildctl agent work` as a new process), so that its start overlaps `run exec`'s own
+#: work, and sends it its word down the go pipe (FORK_GO_ENV in a started worker) once
+#: the agents exist, as one JSON line: "go" (work as its own agent), "fork" (first fork
+#: the other workers), with the worker's command line and database; or nothing at all
+#: (the pipe's end: the agents were not registered; it leaves without touching the
+#: database). To fork, once imported and before it opens any connection or thread, it
+#: forks one worker for each other agent named in FORK_AGENTS_ENV ("ID:FD,…": the agent
+#: and the descriptor that is to be its stderr). Each fork is made through a short-lived
+#: middle process, so that the worker re-parents to `run exec` (a child subreaper while
+#: it waits for them) and is its direct child, as a started one is; it rewrites its
+#: command line to name its own agent, so that `ps`, `pgrep -f` and /proc show `… agent
+#: work EXEC --agent ID` for every worker (set_command_line); and it writes "ID PID" down
+#: FORK_REPORT_ENV's pipe once `run exec` is its parent ("ID -": it could not be, and is
+#: gone). Where a command line cannot be set, the worker executes itself anew, under the
+#: same pid.
+FORK_GO_ENV = "BUILDCTL_FORK_GO"
 FORK_AGENTS_ENV = "BUILDCTL_FORK_AGENTS"
 FORK_REPORT_ENV = "BUILDCTL_FORK_REPORT"
 #: How long a forked worker waits to be re-parented to `run exec` (a few ms, normally).
 ADOPTION_WAIT_S = 5.0
 
 
+class StandDown(Exception):
+    """`run exec` closed the go pipe without a word: the worker's agent was never registered."""
+
+
 def fork_peers(agent_id: str | None, location: str | None) -> str | None:
-    """In a worker `run exec` started as the zygote (FORK_AGENTS_ENV set): fork the other
-    workers; returns the agent this process works as from here on (``agent_id`` in the
-    zygote, its own in each fork). Without FORK_AGENTS_ENV: ``agent_id``, nothing forked.
-    Call it before opening a connection or starting a thread: neither survives a fork.
-    ``location``: the database's, whose driver is imported here, once."""
+    """In a worker `run exec` started (FORK_GO_ENV set): wait for its word, and fork the
+    other workers when it says "fork"; returns the agent this process works as from here
+    on (``agent_id`` in the zygote, its own in each fork). Raises StandDown when `run
+    exec` has no agent for it. Without FORK_GO_ENV (a worker started by hand): returns
+    ``agent_id``, nothing forked. Call it before opening a connection or starting a
+    thread: neither survives a fork. ``location``: the database's, whose driver is
+    imported here, once, while `run exec` registers the agents."""
+    go = os.environ.pop(FORK_GO_ENV, None)
     spec = os.environ.pop(FORK_AGENTS_ENV, None)
     report = os.environ.pop(FORK_REPORT_ENV, None)
-    if not spec or report is None or agent_id is None:
+    if go is None or agent_id is None:
         return agent_id
-    report_fd = int(report)
-    peers = [(peer, int(fd)) for peer, fd in (item.split(":") for item in spec.split(","))]
+    peers = [(peer, int(fd)) for peer, fd in (item.split(":") for item in spec.split(","))] if spec else []
+    report_fd = int(report) if report is not None else None
     from buildctl import jsonstrict
 
     jsonstrict.dumps({})  # its lazy `import json`, once here instead of in every fork
     storage.load_driver(location)
+    word = (read_message(int(go)) or {}).get("word")
+    if word != "fork" or report_fd is None:
+        for fd in [fd for _, fd in peers] + ([report_fd] if report_fd is not None else []):
+            os.close(fd)
+        if word not in ("go", "fork"):
+            raise StandDown()
+        return agent_id
     parent = os.getppid()
     for peer, stderr_fd in peers:
         middle = os.fork()
@@ -127,6 +149,92 @@ def fork_peers(agent_id: str | None, location: str | None) -> str | None:
         os.close(fd)
     os.close(report_fd)
     return agent_id
+
+
+def read_message(fd: int) -> dict | None:
+    """The one JSON line `run exec` writes down the go pipe ``fd`` (closed here); None when
+    it closed the pipe without one."""
+    data = b""
+    try:
+        while not data.endswith(b"\n"):
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        data = b""
+    finally:
+        os.close(fd)
+    if not data.endswith(b"\n"):
+        return None
+    import json
+
+    return json.loads(data)
+
+
+def send_message(fd: int, message: dict) -> bool:
+    """Write ``message`` down the go pipe ``fd`` (closed here); False when nobody reads it."""
+    import json
+
+    data = (json.dumps(message) + "\n").encode()
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def serve_forked(go: int, report: int | None, agents: list[tuple[str, int]], serve) -> None:
+    """The first worker, just forked from `run exec` (executor.Zygote), which has opened no
+    connection yet: in its own session, wait for the word; then, as a started worker would
+    be, with stdin and stdout on /dev/null, stderr in the spool file of its agent (the
+    first of ``agents``: (id, descriptor)), the database and the other agents in its
+    environment, under the command line it was sent, ``serve(words)`` it: the command line
+    as `buildctl` would serve it. Never returns."""
+    code = 0
+    try:
+        os.setsid()  # a Ctrl-C reaches `run exec` alone, which cancels the run cleanly
+        message = read_message(go)
+        if message is None:
+            return  # stand down
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
+        os.dup2(agents[0][1], 2)
+        os.close(agents[0][1])
+        argv = message["argv"]
+        os.environ["BUILDCTL_DB"] = message["location"]
+        word, go = os.pipe()  # what fork_peers reads, as in a started worker
+        send_message(go, message)
+        os.environ[FORK_GO_ENV] = str(word)
+        passed = [word]
+        if report is not None:
+            os.environ[FORK_AGENTS_ENV] = ",".join(f"{agent}:{fd}" for agent, fd in agents[1:])
+            os.environ[FORK_REPORT_ENV] = str(report)
+            passed += [report, *(fd for _, fd in agents[1:])]
+        if not set_command_line(argv):
+            for fd in passed:
+                os.set_inheritable(fd, True)
+            os.execv(sys.executable, argv)
+        sys.argv = [sys.argv[0], *argv[3:]]
+        code = serve(argv[3:])  # the words after `python -m buildctl`
+        code = 0 if code is None else code
+    except BaseException as exc:  # nothing may return into `run exec`'s own code
+        code = 1
+        try:
+            sys.stderr.write(f"error: the forked worker failed: {exc!r}\n")
+        except BaseException:
+            pass
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 def _become_peer(zygote_agent: str, agent_id: str, stderr_fd: int, passed: list[int], report_fd: int,
@@ -151,7 +259,7 @@ def _become_peer(zygote_agent: str, agent_id: str, stderr_fd: int, passed: list[
     if own == argv:  # the zygote's agent is not a word of its command line: cannot name ours
         os.write(report_fd, f"{agent_id} -\n".encode())
         os._exit(0)
-    renamed = _rewrite_command_line(argv, own)
+    renamed = set_command_line(own)
     os.write(report_fd, f"{agent_id} {os.getpid()}\n".encode())
     os.close(report_fd)
     sys.argv = ours(sys.argv)
@@ -167,25 +275,65 @@ def _command_line() -> list[str]:
         return []
 
 
-def _rewrite_command_line(argv: list[str], new: list[str]) -> bool:
-    """Write ``new`` over this process's command line ``argv`` in place (what /proc/PID/
-    cmdline and `ps` read), when it has the same length; False when it cannot."""
-    old, replacement = b"\0".join(map(os.fsencode, argv)) + b"\0", b"\0".join(map(os.fsencode, new)) + b"\0"
-    if len(old) != len(replacement):
-        return False
+#: The command line set_command_line gave this process when it could not write it in place.
+_COMMAND_LINE = None
+
+
+def set_command_line(new: list[str]) -> bool:
+    """Make ``new`` this process's command line (what /proc/PID/cmdline, `ps` and `pgrep -f`
+    read): written over the old one in place when it has the same length (a peer naming
+    its own agent), else pointed to by prctl(PR_SET_MM_MAP) (no privilege needed, Linux
+    3.18+; a worker forked from `run exec`). False when neither can be done."""
+    global _COMMAND_LINE
+    replacement = b"\0".join(map(os.fsencode, new)) + b"\0"
     try:
         with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49 of proc(5)
-        with open("/proc/self/mem", "r+b", buffering=0) as mem:
-            mem.seek(start)
-            if end - start != len(old) or mem.read(len(old)) != old:
-                return False
-            mem.seek(start)
-            mem.write(replacement)
-        return True
-    except (OSError, ValueError, IndexError):
+            fields = [int(x) for x in f.read().rsplit(b")", 1)[1].split()[1:]]
+    except (OSError, ValueError):
         return False
+
+    def field(n: int) -> int:  # proc(5) numbering: the state (field 3) was dropped above
+        return fields[n - 4]
+
+    start, end = field(48), field(49)  # arg_start, arg_end
+    if end - start == len(replacement):
+        try:
+            with open("/proc/self/mem", "r+b", buffering=0) as mem:
+                mem.seek(start)
+                mem.write(replacement)
+            return True
+        except (OSError, ValueError):
+            return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.sbrk.restype = ctypes.c_void_p
+        names = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk", "start_stack",
+                 "arg_start", "arg_end", "env_start", "env_end", "auxv")
+
+        class MMMap(ctypes.Structure):  # struct prctl_mm_map, <linux/prctl.h>
+            _fields_ = [*((n, ctypes.c_uint64) for n in names), ("auxv_size", ctypes.c_uint32),
+                        ("exe_fd", ctypes.c_uint32)]
+
+        buffer = ctypes.create_string_buffer(replacement, len(replacement))
+        where = ctypes.addressof(buffer)
+        mm = MMMap(start_code=field(26), end_code=field(27), start_data=field(45), end_data=field(46),
+                   start_brk=field(47), brk=libc.sbrk(0), start_stack=field(28), arg_start=where,
+                   arg_end=where + len(replacement), env_start=field(50), env_end=field(51), auxv=0, auxv_size=0,
+                   exe_fd=0xFFFFFFFF)
+        if libc.prctl(PR_SET_MM, PR_SET_MM_MAP, ctypes.byref(mm), ctypes.sizeof(mm), 0) != 0:
+            return False
+        _COMMAND_LINE = buffer  # the kernel reads it from here from now on
+        name = os.fsencode(os.path.basename(sys.executable))[:15]
+        libc.prctl(PR_SET_NAME, name, 0, 0, 0)  # `ps`'s and `pgrep`'s name, as a started worker's
+        return True
+    except (OSError, AttributeError, ImportError):
+        return False
+
+
+#: prctl(2) options (<linux/prctl.h>).
+PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP = 15, 35, 14
 
 
 #: A task runs as `sh -c COMMAND` (nothing between the worker and the task's shell), the

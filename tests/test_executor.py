@@ -245,9 +245,10 @@ def test_run_cancel_stops_the_workers_children_and_leaves_no_process(cli, migrat
 
 
 def test_run_exec_workers_are_its_children_each_named_by_its_own_agent(cli, migrated, tmp_path, env):
-    """The first worker forks the others (issue 14): each is still `run exec`'s direct child,
-    the leader of its own session, with a command line `… -m buildctl agent work EXEC
-    --agent ID` naming its own registered agent, and stderr of its own."""
+    """`run exec` forks its first worker, which forks the others (issue 14): each is still
+    `run exec`'s direct child, the leader of its own session, with a command line `… -m
+    buildctl agent work EXEC --agent ID` naming its own registered agent, the name a started
+    worker has, and stderr of its own."""
     from test_reliability import children_of
 
     ex, proc, _ = _exec_running(cli, tmp_path, env, 4, "sleep 1")
@@ -262,6 +263,8 @@ def test_run_exec_workers_are_its_children_each_named_by_its_own_agent(cli, migr
             migrated, "SELECT instance_id FROM build_agent_instances WHERE execution_id = ?", (ex,))}
         assert len(workers) == 4 and set(workers) == agents, (workers, agents)
         assert all(os.getsid(pid) == pid for pid in workers.values())
+        names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in workers.values()}
+        assert len(names) == 1 and "python" in names.pop(), names  # as a started worker is named
         stderrs = {os.stat(f"/proc/{pid}/fd/2").st_ino for pid in workers.values()}
         assert len(stderrs) == 4
         out, err = proc.communicate(timeout=60)
@@ -271,6 +274,64 @@ def test_run_exec_workers_are_its_children_each_named_by_its_own_agent(cli, migr
             proc.communicate()
     assert proc.returncode == 0, err
     _recount_ok(migrated, ex)
+
+
+@pytest.mark.parametrize("words", [["x"], ["python3", "-m", "buildctl", "agent", "work", "ex_" + "a" * 12, "--agent",
+                                     "ag_" + "b" * 12, "--repo", "/a folder/with spaces/" + "c" * 300]])
+def test_set_command_line_gives_a_process_any_command_line(words):
+    """What a forked worker shows in /proc/PID/cmdline, `ps` and `pgrep -f`: exactly the words
+    it was given, shorter or longer than its own (prctl PR_SET_MM_MAP), then the same length
+    again in place (a peer forked from it naming its own agent)."""
+    code = ("import sys; from buildctl import worker\n"
+            "words = sys.argv[1:]\n"
+            "ok = worker.set_command_line(words)\n"
+            "first = open('/proc/self/cmdline', 'rb').read()\n"
+            "again = worker.set_command_line([w.upper() for w in words])\n"
+            "second = open('/proc/self/cmdline', 'rb').read()\n"
+            "import json; print(json.dumps([ok, again, first.decode(), second.decode()]))\n")
+    out = subprocess.run([sys.executable, "-c", code, *words], capture_output=True, text=True, check=True).stdout
+    ok, again, first, second = json.loads(out)
+    assert ok and again, out
+    assert first == "\0".join(words) + "\0"
+    assert second == "\0".join(w.upper() for w in words) + "\0"
+
+
+def test_a_worker_run_exec_says_nothing_to_stands_down_without_a_write(migrated, tmp_path):
+    """A worker started by `run exec` waits for its word; the go pipe's end without one (its
+    agent was never registered) makes it leave at once, exit 0, silent, the database untouched."""
+    from conftest import snapshot
+
+    from buildctl.worker import FORK_GO_ENV
+
+    ex = seed.scalar(migrated, "SELECT execution_id FROM task_list_execution_runs LIMIT 1") or "ex_000000000000"
+    before = snapshot(migrated)
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "buildctl", "agent", "work", ex, "--agent", "ag_000000000000"],
+                            env={**os.environ, "BUILDCTL_DB": str(migrated), FORK_GO_ENV: str(read_end)},
+                            pass_fds=(read_end,), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(read_end)
+    time.sleep(0.2)
+    assert proc.poll() is None  # waiting for its word
+    os.close(write_end)
+    out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, out, err) == (0, "", "")
+    assert snapshot(migrated) == before
+
+
+def test_a_refused_run_exec_leaves_no_worker_behind(cli, migrated):
+    """`run exec` forks its first worker before it opens the database; refused after that (no
+    such run), it must not leave that process behind, nor write anything."""
+    from conftest import assert_refused, snapshot
+
+    before = snapshot(migrated)
+    missing = "ex_" + os.urandom(6).hex()
+    assert_refused(cli("run", "exec", missing, "--jobs", "3"), code=4)
+    assert snapshot(migrated) == before
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            assert missing.encode() not in cmdline.read_bytes(), cmdline
+        except OSError:
+            pass  # gone meanwhile
 
 
 def test_agent_spawn_runs_a_command_as_an_agent_and_passes_its_exit_code(cli, migrated, tmp_path):

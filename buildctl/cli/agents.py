@@ -125,14 +125,18 @@ def _run_agent_done(db, v: dict) -> None:
 def _run_agent_work(location, v: dict) -> int:
     import os
 
-    from buildctl import render, storage, worker
+    from buildctl import exitcodes, render, storage, worker
     from buildctl.errors import UsageError
 
     repo_dir = os.path.abspath(v["repo"]) if v["repo"] else None
     if repo_dir is not None and not os.path.isdir(repo_dir):
         raise UsageError(f"--repo {v['repo']!r} is not a folder")
-    # `run exec`'s first worker forks the others here, with no connection open yet.
-    agent_id = worker.fork_peers(v["agent"], location)
+    # `run exec`'s first worker waits for its word here, and forks the others, with no
+    # connection open yet.
+    try:
+        agent_id = worker.fork_peers(v["agent"], location)
+    except worker.StandDown:
+        return exitcodes.OK  # its agent was never registered: nothing to do, nothing to say
     db = storage.connect(location)
     try:
         opts = worker.Options(v["execution"], agent_id=agent_id, repo=repo_dir, checkpoints=v["checkpoints"],

@@ -50,20 +50,38 @@ def _lifecycle(verb: str):
     return runner
 
 
-def _run_exec(db, v: dict) -> int:
+def _run_exec(location, v: dict) -> int:
     import os
 
-    from buildctl import agentstate, executor, exitcodes, render, resolve
-    from buildctl.errors import Conflict, UsageError
+    from buildctl import agentstate, executor, storage
+    from buildctl.cli import main
+    from buildctl.errors import UsageError
 
     config = agentstate.parse_config(v["config"]) if v["config"] is not None else None  # refused before any worker starts
+    repo_dir = os.path.abspath(v["repo"]) if v["repo"] else os.getcwd()
+    if not os.path.isdir(repo_dir):
+        raise UsageError(f"--repo {v['repo']!r} is not a folder")
+    # The first worker is forked now, before the database is opened (executor.Zygote).
+    zygote = executor.Zygote.fork(v["jobs"], serve=main.run)
+    try:
+        db = storage.connect(location)
+        try:
+            return _exec(db, v, config, repo_dir, zygote)
+        finally:
+            db.close()
+    finally:
+        if zygote is not None:
+            zygote.dismiss()  # refused before the workers started: it leaves
+
+
+def _exec(db, v: dict, config: dict | None, repo_dir: str, zygote) -> int:
+    from buildctl import executor, exitcodes, render, resolve
+    from buildctl.errors import Conflict
+
     run = resolve.execution(db, v["execution"])
     if run["status"] in states.RUN_ENDED:
         raise Conflict(f"run {run['execution_id']} has already ended ({run['status']}); "
                        "start a new one with `buildctl run start`")
-    repo_dir = os.path.abspath(v["repo"]) if v["repo"] else os.getcwd()
-    if not os.path.isdir(repo_dir):
-        raise UsageError(f"--repo {v['repo']!r} is not a folder")
     live = None
     on_started = None
     if not render.is_terminal():
@@ -82,7 +100,7 @@ def _run_exec(db, v: dict) -> int:
     try:
         result = executor.execute(
             db.location, run["execution_id"], jobs=v["jobs"], repo=repo_dir, checkpoints=v["checkpoints"],
-            config=config, on_started=on_started,
+            config=config, on_started=on_started, db=db, zygote=zygote,
             on_tick=(lambda snap: live.update(render.live_view(snap), refresh=True)) if live is not None else None)
     finally:
         if live is not None:
@@ -215,6 +233,7 @@ RUN_EXEC = Command(
         CONFIG,
     ),
     runner=_run_exec,
+    database=None,  # opened by the runner, once it has forked the first worker
 )
 
 WATCH = Param("watch", ("--watch", "-w"), type="bool", help="Refresh in place until the run ends (Ctrl-C stops watching).")
