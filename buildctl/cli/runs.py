@@ -105,6 +105,7 @@ def _exec(db, v: dict, config: dict | None, repo_dir: str, zygote) -> int:
     finally:
         if live is not None:
             live.stop()
+    db.close_in_background()  # its last work overlaps the final table's
     if live is None and result.snapshot is not None:
         render.show(render.live_view(result.snapshot))
     for text in result.worker_errors:
