@@ -317,11 +317,19 @@ def key_values(pairs: list[tuple[str, Any]], title: str | None = None):
 
 
 def warm_up() -> None:
-    """Import what drawing a table needs now, ahead of the moment it is drawn (run exec
-    does it in a thread while its workers run)."""
-    import rich.console  # noqa: F401
-    import rich.table  # noqa: F401
-    import rich.text  # noqa: F401
+    """Import what drawing `run exec`'s table needs, and draw one nobody sees (Rich loads
+    more on its first drawing), ahead of the moment it is drawn for real: run exec does
+    it in a thread while its workers run."""
+    import io
+
+    from rich.console import Console
+
+    wave = {"wave_number": 1, "status": "running", "task_count": 2, "completed_count": 1, "failed_count": 0,
+            "skipped_count": 0, "active_agents": 1}
+    summary = {"execution_id": "ex_", "task_list_name": "", "run_number": 1, "status": "running",
+               "completed_tasks": 1, "total_tasks": 2, "failed_tasks": 0, "skipped_tasks": 0, "waves": [wave]}
+    Console(file=io.StringIO(), highlight=False, soft_wrap=False).print(
+        live_view({"summary": summary, "running": [], "failed": []}))
 
 
 def show(*renderables) -> None:
