@@ -201,6 +201,8 @@ def serve_forked(go: int, report: int | None, agents: list[tuple[str, int]], ser
     code = 0
     try:
         os.setsid()  # a Ctrl-C reaches `run exec` alone, which cancels the run cleanly
+        import ctypes  # noqa: F401 - set_command_line's, and read_message's json: imported while
+        import json  # noqa: F401   `run exec` registers the agents, not after its word
         message = read_message(go)
         if message is None:
             return  # stand down
