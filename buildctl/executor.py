@@ -227,9 +227,9 @@ class Zygote:
     def fork(cls, count: int, serve: Callable[[list[str]], int]) -> "Zygote | None":
         """Fork the first worker of ``count`` from this process, which must have no
         connection open; it becomes `buildctl agent work` through ``serve``
-        (worker.serve_forked) once it has its word. None where a fork is not safe: another
-        thread runs (its locks would be copied held; a test runner, a program calling
-        buildctl in-process): the first worker is then started as a new process."""
+        (worker.serve_forked) once it has its word. None where a fork is not safe (another
+        thread runs, whose locks would be copied held: a test runner, a program calling
+        buildctl in-process) or fails: the first worker is then started as a new process."""
         from buildctl import worker
 
         if threading.active_count() > 1 or not hasattr(os, "fork"):
@@ -237,7 +237,14 @@ class Zygote:
         zygote = cls(count)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or the child would write it again
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no process to be had now (EAGAIN, ENOMEM): start it later, or say why then
+            zygote.spent = True
+            zygote.started()
+            zygote.dismiss()
+            zygote.first.stderr.close()
+            return None
         if pid == 0:
             os.close(zygote.go)
             if zygote.reports is not None:

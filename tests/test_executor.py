@@ -318,6 +318,20 @@ def test_a_worker_run_exec_says_nothing_to_stands_down_without_a_write(migrated,
     assert snapshot(migrated) == before
 
 
+def test_run_exec_starts_its_first_worker_anew_where_it_cannot_fork():
+    """No process to be had for the fork (EAGAIN): Zygote.fork gives None, so that the pool
+    starts the worker as a new process, and leaves no descriptor open behind it."""
+    code = ("import os\n"
+            "from buildctl import executor\n"
+            "def refuse():\n"
+            "    raise BlockingIOError(11, 'Resource temporarily unavailable')\n"
+            "before = sorted(os.listdir('/proc/self/fd'))\n"
+            "os.fork = refuse\n"
+            "print(executor.Zygote.fork(3, serve=None), before == sorted(os.listdir('/proc/self/fd')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["None", "True"], out
+
+
 def test_a_refused_run_exec_leaves_no_worker_behind(cli, migrated):
     """`run exec` forks its first worker before it opens the database; refused after that (no
     such run), it must not leave that process behind, nor write anything."""
