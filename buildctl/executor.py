@@ -221,7 +221,6 @@ class Zygote:
         self.reports, self.report_write = os.pipe() if count > 1 else (None, None)
         if self.reports is not None:
             os.set_blocking(self.reports, False)
-        self.spent = False  # handed to a pool
 
     @classmethod
     def fork(cls, count: int, serve: Callable[[list[str]], int]) -> "Zygote | None":
@@ -240,10 +239,8 @@ class Zygote:
         try:
             pid = os.fork()
         except OSError:  # no process to be had now (EAGAIN, ENOMEM): start it later, or say why then
-            zygote.spent = True
             zygote.started()
             zygote.dismiss()
-            zygote.first.stderr.close()
             return None
         if pid == 0:
             os.close(zygote.go)
@@ -285,8 +282,8 @@ class Zygote:
         send_message(go, {"word": word, **message})
 
     def dismiss(self) -> None:
-        """No word: the first worker leaves without touching the database (a forked one not
-        yet handed to a pool is also waited for here)."""
+        """No word (once the word is sent, nothing): the first worker leaves without touching
+        the database, and is waited for here; what the workers were to have is closed."""
         if self.go is None:
             return
         os.close(self.go)
@@ -296,11 +293,10 @@ class Zygote:
             self.reports = None
         for w in self.workers[1:]:
             w.stderr.close()
-        if not self.spent:
-            self.spent = True
-            self.first.proc.wait()
+        if self.first.proc is not None:
+            self.first.proc.wait()  # its start, at most
             self.first.close()
-            self.first.stderr.close()
+        self.first.stderr.close()
 
 
 class _Pool:
@@ -344,19 +340,16 @@ class _Pool:
         from buildctl import agents
         from buildctl.errors import Conflict, ConnectionLost
 
-        if zygote is None or zygote.spent:
+        if zygote is None:
             zygote = Zygote(count)
-            zygote.spent = True
             try:
                 self._popen(zygote.first, zygote.started_env(), pass_fds=zygote.passed)
             except BaseException:
                 zygote.dismiss()
-                zygote.first.stderr.close()
                 raise
             finally:
                 zygote.started()
         else:
-            zygote.spent = True
             self.workers.append(zygote.first)
         agent_ids = [w.agent_id for w in zygote.workers]
 
@@ -372,12 +365,9 @@ class _Pool:
             _again(register)
         except BaseException as exc:
             zygote.dismiss()  # no word: the first worker leaves without touching the database
-            if not isinstance(exc, Conflict):
-                raise  # stop() waits for the first worker
-            zygote.first.proc.wait()  # its start, at most
-            zygote.first.close()
-            zygote.first.stderr.close()
             self.workers.remove(zygote.first)
+            if not isinstance(exc, Conflict):
+                raise
             return False  # the run ended (or was cancelled) meanwhile
         # The first worker forks the others: one interpreter's start instead of ``count``.
         # Each fork re-parents here (as a subreaper) and reports "ID PID" once it is our child.

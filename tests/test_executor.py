@@ -332,6 +332,29 @@ def test_run_exec_starts_its_first_worker_anew_where_it_cannot_fork():
     assert out.split() == ["None", "True"], out
 
 
+def test_workers_of_a_run_that_ended_before_their_agents_were_registered_stand_down(cli, migrated, tmp_path):
+    """The race `run exec`'s own check cannot close: the run ends after the check, before the
+    agents are registered. The first worker, started before the registration, is told
+    nothing and leaves; execute() returns with nothing registered, nothing written and no
+    worker left."""
+    from conftest import snapshot
+    from test_reliability import children_of
+
+    from buildctl import executor
+
+    ex = _start(cli, tmp_path, [task("T-001"), task("T-002")])
+    cli("run", "cancel", ex, check=True)
+    before = snapshot(migrated)
+    result = executor.execute(str(migrated), ex, jobs=3, config=FAST)
+    assert result.status == "cancelled" and result.worker_errors == [] and result.worker_codes == []
+    assert snapshot(migrated) == before
+    for pid in children_of(os.getpid()):  # not even a zombie: it was waited for
+        try:
+            assert ex.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes(), pid
+        except FileNotFoundError:
+            pass
+
+
 def test_a_refused_run_exec_leaves_no_worker_behind(cli, migrated):
     """`run exec` forks its first worker before it opens the database; refused after that (no
     such run), it must not leave that process behind, nor write anything."""
