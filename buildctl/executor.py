@@ -31,9 +31,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from typing import Callable
 
-#: A worker that dies within this many seconds of its start counts as a quick death;
+#: A worker that dies within this many seconds of its start, or before its agent did
+#: anything (no heartbeat, no task) however long that took, counts as a quick death;
 #: after MAX_QUICK_DEATHS of them in a row no replacement is started (a worker that
-#: crashes at start must not be respawned forever).
+#: crashes at start must not be respawned forever). The second rule keeps a loaded
+#: machine, whose interpreters start slowly, from restarting the count.
 QUICK_DEATH_S = 3.0
 MAX_QUICK_DEATHS = 3
 #: The signals that end `run exec` like Ctrl-C (CI runners and systemd send SIGTERM; a
@@ -450,7 +452,9 @@ class _Pool:
             self._reap_strays()
         for w in [w for w in self.workers if w.proc is not None and w.proc.returncode is None
                   and w.proc.poll() is not None]:
-            if self._settle(w) and time.monotonic() - w.started < QUICK_DEATH_S:
+            lived = time.monotonic() - w.started
+            died = self._settle(w)
+            if died and (died == "at start" or lived < QUICK_DEATH_S):
                 self.quick_deaths += 1
             else:
                 self.quick_deaths = 0
@@ -459,15 +463,17 @@ class _Pool:
             if self.quick_deaths >= MAX_QUICK_DEATHS:
                 self.gave_up = True
                 self.result.worker_errors.append(
-                    f"{self.quick_deaths} workers in a row died within {QUICK_DEATH_S:g} s of starting; "
-                    "no replacement started")
+                    f"{self.quick_deaths} workers in a row died within {QUICK_DEATH_S:g} s of starting "
+                    "or before their first heartbeat; no replacement started")
                 continue
             self.start()
 
-    def _settle(self, w: _Worker) -> bool:
+    def _settle(self, w: _Worker) -> str | None:
         """A worker exited: collect what it said; if its agent is still live, it died —
         kill what is left of its task, mark the agent failed and release its task (one
-        transaction). True when the worker died or failed."""
+        transaction). None when it did not die or fail; "at start" when its agent had done
+        nothing yet (no heartbeat: a worker sends its first as it starts its work); else
+        "died"."""
         from buildctl import agents, states
         from buildctl.errors import Conflict
         from buildctl.worker import agent_marker, kill_marked
@@ -482,10 +488,12 @@ class _Pool:
         w.stderr.close()
         if errors:
             self.result.worker_errors.append("\n".join(errors))
-        status = _again(lambda: self.db.scalar("SELECT status FROM build_agent_instances WHERE instance_id = ?",
-                                               (w.agent_id,)))
+        agent = _again(lambda: self.db.one(
+            "SELECT status, last_heartbeat FROM build_agent_instances WHERE instance_id = ?", (w.agent_id,))) or {}
+        status = agent.get("status")
+        died = "at start" if agent.get("last_heartbeat") is None else "died"
         if status not in states.AGENT_LIVE:
-            return status == "failed" and code != 0
+            return died if status == "failed" and code != 0 else None
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
             how, extra = f"killed by {name}", {"signal": -code}
@@ -499,12 +507,12 @@ class _Pool:
             ended = _again(lambda: agents.finish(self.db, w.agent_id, "failed", error=message,
                                                  context={"code": "worker_died", "pid": w.proc.pid, **extra}))
         except Conflict:
-            return True  # ended meanwhile (a peer found it stale, or our finish whose reply was lost)
+            return died  # ended meanwhile (a peer found it stale, or our finish whose reply was lost)
         released = ", ".join(f"assignment {r['assignment_id']} {r['outcome']}" for r in ended["released"])
         # The command prints these as `worker: …`.
         self.result.worker_errors.append(f"pid {w.proc.pid} {how}; agent {w.agent_id} marked failed"
                                          + (f"; its task was released ({released})" if released else ""))
-        return True
+        return died
 
     def terminate(self) -> None:
         for w in self.alive():

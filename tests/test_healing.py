@@ -421,3 +421,28 @@ def test_run_exec_stops_replacing_workers_that_die_at_once(migrated, cli, tmp_pa
     assert query(migrated, "SELECT status, count(*) FROM build_agent_instances GROUP BY status") == \
         [("failed", executor.MAX_QUICK_DEATHS)]
     assert_invariants(migrated)
+
+
+def test_workers_that_die_before_their_first_heartbeat_are_not_replaced_however_slowly_they_die(
+        migrated, cli, tmp_path, monkeypatch):
+    """On a loaded machine an interpreter can take longer than QUICK_DEATH_S to start and
+    fail: a worker whose agent never sent a heartbeat still counts as dying at start (the
+    count must not restart, or a crash at start is replaced forever). A window of 0 s makes
+    every death here a slow one."""
+    from buildctl import executor
+
+    monkeypatch.setattr(executor, "QUICK_DEATH_S", 0.0)
+    ex = _start(cli, tmp_path, [task("T-001")])
+    started = []
+
+    def on_tick(snapshot):  # the old rule replaces them forever: fail instead of hanging
+        started.append(1)
+        assert len(started) < 200, "workers dying at start are still being replaced"
+
+    result = executor.execute(str(migrated), ex, jobs=1, repo=str(tmp_path / "gone"), config=FAST,
+                              on_tick=on_tick, tick_s=0.05)
+    assert result.status == "pending"
+    assert result.worker_errors[-1].endswith("or before their first heartbeat; no replacement started")
+    assert query(migrated, "SELECT status, count(*), count(last_heartbeat) FROM build_agent_instances "
+                           "GROUP BY status") == [("failed", executor.MAX_QUICK_DEATHS, 0)]
+    assert_invariants(migrated)
