@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -161,6 +160,8 @@ class _Adopted:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() >= deadline:
+                import subprocess
+
                 raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout)
             time.sleep(0.01)
         return self.returncode
@@ -394,6 +395,8 @@ class _Pool:
 
     def _popen(self, w: _Worker, extra_env: dict | None = None, pass_fds: tuple = ()) -> None:
         """Start ``w``'s worker as a new `buildctl agent work` process."""
+        import subprocess
+
         env = {**os.environ, "BUILDCTL_DB": self.location, **(extra_env or {})}
         # Their own session: a Ctrl-C (or a terminal's SIGHUP) reaches only us, and we
         # cancel the run cleanly.
@@ -530,8 +533,12 @@ class _Pool:
                 select.select([self.reports], [], [], 0.05)
         self.terminate()
         for w in self.workers:
-            if w.proc is None:
+            if w.proc is None or w.proc.poll() is not None:
                 continue
+            # Imported only where needed (~3 ms): a run's workers are forks, not Popens, and
+            # `run exec` sends the first its word sooner without it.
+            import subprocess
+
             try:
                 w.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -307,8 +307,10 @@ class Database:
 
     def pace_checkpoints(self, every_s: float) -> None:
         """For a connection that commits many small transactions (a worker): checkpoint after
-        a commit at most every ``every_s`` instead of the engine's own rhythm (SQLite: after
-        every commit once the WAL holds 1000 pages; PostgreSQL: nothing to pace)."""
+        a commit at most every ``every_s`` — counted across every connection that queues its
+        writes, when this one does (``queue_writes``) — instead of the engine's own rhythm
+        (SQLite: after every commit once the WAL holds 1000 pages; PostgreSQL: nothing to
+        pace)."""
 
     def queue_writes(self) -> None:
         """For a connection that writes in a tight loop beside others doing the same (a run's
@@ -316,6 +318,17 @@ class Database:
         start the moment the previous one ends (SQLite; PostgreSQL's lock waits queue
         already). Connections that do not queue wait as before and exclude queued ones as
         before."""
+
+    def forget_commits(self) -> None:
+        """Start listening for commits afresh: ``wait_for_commit`` returns early only for a
+        commit made after this call."""
+
+    def wait_for_commit(self, timeout_s: float) -> bool:
+        """Sleep up to ``timeout_s``, less when a connection that queues its writes commits
+        meanwhile (SQLite on Linux); True when one was heard. Not every writer is heard:
+        callers still look on a timer."""
+        time.sleep(timeout_s)
+        return False
 
     def optimize(self, tables: tuple[str, ...]) -> list[str]:
         """After deleting many rows of ``tables``: refresh the planner's statistics, bounded
@@ -339,11 +352,26 @@ class Database:
         import threading
 
         if self._closing is None:
-            self._closing = threading.Thread(target=self._close, name="close", daemon=True)
+            self._let_go()
+            running = threading.Event()
+
+            def close() -> None:
+                running.set()
+                self.conn.close()  # straight into C, which lets the GIL go
+
+            self._closing = threading.Thread(target=close, name="close", daemon=True)
             self._closing.start()
+            # Until the thread is in C, without the GIL: else it waits for the caller to let
+            # the GIL go (up to the 5 ms switch interval at a time), and the close came
+            # after the table instead of beside it.
+            running.wait(0.1)
 
     def _close(self) -> None:
+        self._let_go()
         self.conn.close()
+
+    def _let_go(self) -> None:
+        """What closing takes besides closing the connection itself."""
 
     def __enter__(self) -> "Database":
         return self
@@ -358,11 +386,17 @@ class SQLiteDatabase(Database):
     half-way."""
 
     sql = SQLITE
-    #: ``pace_checkpoints``: the pace, and when the next checkpoint is due (time.monotonic()).
+    #: ``pace_checkpoints``: the pace, and when the next checkpoint is due (time.monotonic())
+    #: for a connection that does not queue; whether one is due after this commit; whether
+    #: the next write transaction first copies what was committed since ours.
     _checkpoint_every: float | None = None
     _next_checkpoint = 0.0
+    _checkpoint_due = False
+    _catch_up = False
     #: ``queue_writes``: the descriptor of the queue's lock file.
     _queue: int | None = None
+    #: ``wait_for_commit``: an inotify descriptor watching the queue's file (False: none to be had).
+    _bell: int | bool | None = None
 
     def __init__(self, conn: sqlite3.Connection, location: str):
         self.conn = conn
@@ -384,15 +418,40 @@ class SQLiteDatabase(Database):
         # paid a checkpoint attempt and its two fsyncs (84 of a 500-task run's commits took
         # 3-13 ms). A paced connection checkpoints (PASSIVE: it never waits) after a commit
         # at most every ``every_s``; the others keep SQLite's rhythm.
+        #
+        # The pace is the database's, not the connection's, when the connection queues its
+        # writes: the last checkpoint's time sits in the queue's file, read and written in
+        # turn. (Per connection, eight workers checkpointed eight times as often as one.)
+        #
+        # And the WAL must start over, not only be copied: a write that begins while every
+        # frame is copied writes from the WAL's start again; otherwise the file only grows
+        # (17 MB for 200 no-op tasks: appending costs the writers 3x overwriting, and the
+        # last close deleting it ~7 ms). Frames committed while ours was copied (nobody
+        # waits for a PASSIVE checkpoint) are copied by our next write transaction before it
+        # begins, in its turn in the queue, where nobody can add more: then it starts over.
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._checkpoint_every = every_s
         self._next_checkpoint = time.monotonic() + every_s
 
-    def _paced_checkpoint(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_checkpoint:
-            self._next_checkpoint = now + self._checkpoint_every
+    def _pace(self) -> None:
+        """At the start of a write transaction (in the queue's turn, if queued): copy what
+        was committed since our checkpoint, or note whether a checkpoint is due after it."""
+        if self._catch_up:
+            self._catch_up = False
             self.checkpoint()
+            return
+        now = time.monotonic()
+        if self._queue is None:
+            if now >= self._next_checkpoint:
+                self._next_checkpoint = now + self._checkpoint_every
+                self._checkpoint_due = True
+            return
+        import struct
+
+        stamp = os.pread(self._queue, 8, 0)
+        if len(stamp) < 8 or not 0 <= now - struct.unpack("=d", stamp)[0] < self._checkpoint_every:
+            os.pwrite(self._queue, struct.pack("=d", now), 0)  # a stamp from before a reboot counts as old
+            self._checkpoint_due = True
 
     def queue_writes(self) -> None:
         # SQLite's busy handler polls for the lock after 1, 2, 5, 10, 15 ms...: with eight
@@ -407,11 +466,32 @@ class SQLiteDatabase(Database):
         except OSError:
             self._queue = None
 
-    def _close(self) -> None:
+    def forget_commits(self) -> None:
+        # The queue's file is written after every queued commit (``write``): inotify says
+        # so at once, where polling data_version every few ms cost a wave's barrier ~3 ms
+        # with one worker of four busy.
+        if self._bell is None:
+            self._bell = _watch_file(self.location + ".writers.lock") if self._queue is not None else False
+        if self._bell:
+            _drain(self._bell)
+
+    def wait_for_commit(self, timeout_s: float) -> bool:
+        if not self._bell:
+            return super().wait_for_commit(timeout_s)
+        import select
+
+        if not select.select([self._bell], [], [], timeout_s)[0]:
+            return False
+        _drain(self._bell)
+        return True
+
+    def _let_go(self) -> None:
+        if self._bell:
+            os.close(self._bell)
+        self._bell = None
         if self._queue is not None:
             os.close(self._queue)
             self._queue = None
-        self.conn.close()
 
     def optimize(self, tables: tuple[str, ...]) -> list[str]:
         """``PRAGMA optimize`` (a bounded ANALYZE), then the WAL copied into the database and,
@@ -453,6 +533,8 @@ class SQLiteDatabase(Database):
 
             fcntl.flock(self._queue, fcntl.LOCK_EX)
         try:
+            if self._checkpoint_every is not None:
+                self._pace()
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self
@@ -462,13 +544,17 @@ class SQLiteDatabase(Database):
                 raise
             else:
                 self.conn.execute("COMMIT")
+                if self._queue is not None:
+                    os.pwrite(self._queue, b"\1", 8)  # the bell: see forget_commits
         finally:
             if self._queue is not None:
                 import fcntl
 
                 fcntl.flock(self._queue, fcntl.LOCK_UN)
-        if self._checkpoint_every is not None:
-            self._paced_checkpoint()
+        if self._checkpoint_due:
+            self._checkpoint_due = False
+            self.checkpoint()
+            self._catch_up = True
 
     def check_writable(self) -> None:
         """Raise DatabaseError now when the file cannot be written (read-only file or file
@@ -527,9 +613,8 @@ class PostgresDatabase(Database):
         self.reconnects = 0
         self._closed = False
 
-    def _close(self) -> None:
+    def _let_go(self) -> None:
         self._closed = True
-        self.conn.close()
 
     def _connected(self) -> Any:
         """The connection, opened again first when the last one was lost: with backoff, for
@@ -648,6 +733,31 @@ class PostgresDatabase(Database):
                          f"WHERE name = (SELECT min(name) FROM {MIGRATIONS_TABLE})")
         finally:
             self._rollback()
+
+
+def _watch_file(path: str) -> int | bool:
+    """An inotify descriptor readable once ``path`` is written (Linux), or False."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    except (ImportError, OSError, AttributeError):
+        return False
+    if fd < 0:
+        return False
+    if libc.inotify_add_watch(fd, os.fsencode(path), 0x2) < 0:  # 0x2: IN_MODIFY
+        os.close(fd)
+        return False
+    return fd
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def configure(conn: sqlite3.Connection) -> None:
