@@ -75,6 +75,8 @@ def _run_exec(location, v: dict) -> int:
 
 
 def _exec(db, v: dict, config: dict | None, repo_dir: str, zygote) -> int:
+    import os
+
     from buildctl import executor, exitcodes, render, resolve
     from buildctl.errors import Conflict
 
@@ -85,13 +87,23 @@ def _exec(db, v: dict, config: dict | None, repo_dir: str, zygote) -> int:
     live = None
     on_started = None
     if not render.is_terminal():
-        # The final table needs Rich (~45 ms of imports): import it while the workers run,
-        # instead of after the last one, when it would add to the run's wall time. Not
-        # before they are started: the import holds the GIL and would delay their start.
+        # The final table needs Rich (~35 ms of CPU to import and first draw): do that while
+        # the workers run, instead of after the last one, when it would add to the run's
+        # wall time. Not before they are started: the import holds the GIL and would delay
+        # their start. At the lowest priority (Linux: a thread's own nice value): it only
+        # has to be done by the end, and on a machine the workers keep busy it took their
+        # CPU (A/B: 500 tasks, --jobs 8, 15 ms less wall; 10 waves, 5 ms).
         import threading
 
+        def warm_up() -> None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except (AttributeError, OSError):
+                pass
+            render.warm_up()
+
         def on_started() -> None:
-            threading.Thread(target=render.warm_up, name="warm-up", daemon=True).start()
+            threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     if render.is_terminal():
         from rich.live import Live
 
