@@ -559,7 +559,13 @@ class SQLiteDatabase(Database):
     def check_writable(self) -> None:
         """Raise DatabaseError now when the file cannot be written (read-only file or file
         system); writes nothing. ``BEGIN IMMEDIATE`` alone succeeds on a read-only file:
-        SQLite refuses only the first statement that changes a page, so make one and roll back."""
+        SQLite refuses only the first statement that changes a page, so make one and roll back
+        (in the queue's turn, for a connection that queues: waiting for the lock outside it,
+        SQLite's busy handler slept up to 80 ms while a run's workers claimed)."""
+        if self._queue is not None:
+            import fcntl
+
+            fcntl.flock(self._queue, fcntl.LOCK_EX)
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -570,6 +576,11 @@ class SQLiteDatabase(Database):
                     self.conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             raise translate(exc, self.location) from exc
+        finally:
+            if self._queue is not None:
+                import fcntl
+
+                fcntl.flock(self._queue, fcntl.LOCK_UN)
 
     @contextmanager
     def read(self) -> Iterator["SQLiteDatabase"]:

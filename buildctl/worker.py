@@ -797,6 +797,10 @@ class Worker:
         interval = max(0.05, float(self.config.get("heartbeatIntervalMs", 30000)) / 1000)
         tick = min(interval, 0.25)
         db = storage.connect(self.location, check_schema=False)  # the worker's own connection checked it
+        # In turn with the workers' claims (not polling for the lock beside them), and
+        # checkpointing at the database's pace (not SQLite's, inside its commit, in that turn).
+        db.pace_checkpoints(CHECKPOINT_PACE_S)
+        db.queue_writes()
         db.reconnect_s = self._stale_after_s()
         last_ok = next_beat = time.monotonic()
         try:
@@ -869,10 +873,10 @@ class Worker:
         if self.opts.agent_id is not None and self.opts.config is not None:
             raise UsageError("--config cannot be given with --agent: the agent's own config applies")
         signal.signal(signal.SIGTERM, self._on_term)
-        self.db.check_writable()  # fail early, with one line, if the database cannot be written
         # A worker commits once a task, beside its peers doing the same.
         self.db.pace_checkpoints(CHECKPOINT_PACE_S)
         self.db.queue_writes()
+        self.db.check_writable()  # fail early, with one line, if the database cannot be written
         if self.opts.agent_id is not None:
             agent = agents.adopt(self.db, self.opts.agent_id, self.execution_id)
             self.instance_id, self.execution_id, self.config = agent["instance_id"], agent["execution_id"], agent["config"]

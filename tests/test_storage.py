@@ -112,3 +112,25 @@ def test_the_wal_starts_over_during_a_run_instead_of_growing_with_it(cli, migrat
         conn.close()
     assert written >= 2000  # every task started and completed
     assert 0 < largest[0] < 6_000 * (pages + 24), f"the WAL grew to {largest[0] / 1e6:.1f} MB"
+
+
+def test_a_queued_connection_checks_it_can_write_in_its_turn(migrated):
+    """A worker's first write-lock taking (check_writable) waits in the writers' queue like
+    its claims, instead of polling for the lock beside them (SQLite's busy handler slept up
+    to 80 ms while eight workers claimed)."""
+    import fcntl
+
+    db = _queued(migrated)
+    holder = os.open(f"{migrated}.writers.lock", os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another writer's turn
+        checked = threading.Event()
+        t = threading.Thread(target=lambda: (db.check_writable(), checked.set()))
+        t.start()
+        assert not checked.wait(0.3)  # waits for the turn
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        t.join(10)
+        assert checked.is_set()
+    finally:
+        os.close(holder)
+        db.close()
