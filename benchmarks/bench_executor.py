@@ -192,7 +192,7 @@ def run(quick: bool = False) -> list[dict]:
     b = Case(work, db, "ten-waves", 200, 10, 4)
     cases = {"buildctl run exec --jobs 4": b.buildctl, "xargs -P 4": b.xargs,
              "xargs -P 4, once per wave": b.xargs_per_wave}
-    reps = 1 if quick else 3
+    reps = 1 if quick else 5
     common.log(f"executor: 200 no-op tasks in 10 waves, {reps} repetitions of {', '.join(cases)}")
     t = common.time_round_robin(cases, reps, warmup=0)
     xargs4 = common.median(t["xargs -P 4"])

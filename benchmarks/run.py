@@ -230,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in names:
             module_name, figure = BENCHMARKS[name]
+            quiet = common.settle()
             t0 = time.time()
-            common.log(f"--- {figure} ({module_name})")
+            common.log(f"--- {figure} ({module_name}); waited {quiet['waited_s']} s for a quiet machine "
+                       f"(CPUs {'?' if quiet['idle'] is None else round(100 * quiet['idle'])} % idle)")
             try:
                 mod = importlib.import_module(module_name)
                 rows = mod.run(args.quick)
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                     r.setdefault("figure", figure)
                     r["benchmark"] = name
                 results.extend(rows)
-                modules[name] = {"elapsed_s": round(time.time() - t0, 1), "ok": True}
+                modules[name] = {"elapsed_s": round(time.time() - t0, 1), "ok": True, "quiet_before": quiet}
             except Exception as exc:  # one broken benchmark must not hide the others
                 failed = True
                 tb = traceback.format_exc()
