@@ -528,11 +528,7 @@ class SQLiteDatabase(Database):
     def write(self) -> Iterator["SQLiteDatabase"]:
         """One short write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any error
         (after its turn in the writers' queue, for a connection that ``queue_writes``)."""
-        if self._queue is not None:
-            import fcntl
-
-            fcntl.flock(self._queue, fcntl.LOCK_EX)
-        try:
+        with self._turn():
             if self._checkpoint_every is not None:
                 self._pace()
             self.conn.execute("BEGIN IMMEDIATE")
@@ -546,15 +542,25 @@ class SQLiteDatabase(Database):
                 self.conn.execute("COMMIT")
                 if self._queue is not None:
                     os.pwrite(self._queue, b"\1", 8)  # the bell: see forget_commits
-        finally:
-            if self._queue is not None:
-                import fcntl
-
-                fcntl.flock(self._queue, fcntl.LOCK_UN)
         if self._checkpoint_due:
             self._checkpoint_due = False
             self.checkpoint()
-            self._catch_up = True
+            self._catch_up = self._queue is not None  # only in the queue's turn can it start the WAL over
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This connection's turn in the writers' queue (``queue_writes``); at once for one
+        that does not queue."""
+        if self._queue is None:
+            yield
+            return
+        import fcntl
+
+        fcntl.flock(self._queue, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._queue, fcntl.LOCK_UN)
 
     def check_writable(self) -> None:
         """Raise DatabaseError now when the file cannot be written (read-only file or file
@@ -562,25 +568,17 @@ class SQLiteDatabase(Database):
         SQLite refuses only the first statement that changes a page, so make one and roll back
         (in the queue's turn, for a connection that queues: waiting for the lock outside it,
         SQLite's busy handler slept up to 80 ms while a run's workers claimed)."""
-        if self._queue is not None:
-            import fcntl
-
-            fcntl.flock(self._queue, fcntl.LOCK_EX)
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                self.conn.execute(f"UPDATE {MIGRATIONS_TABLE} SET name = name "
-                                  f"WHERE rowid = (SELECT min(rowid) FROM {MIGRATIONS_TABLE})")
-            finally:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
+            with self._turn():
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self.conn.execute(f"UPDATE {MIGRATIONS_TABLE} SET name = name "
+                                      f"WHERE rowid = (SELECT min(rowid) FROM {MIGRATIONS_TABLE})")
+                finally:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             raise translate(exc, self.location) from exc
-        finally:
-            if self._queue is not None:
-                import fcntl
-
-                fcntl.flock(self._queue, fcntl.LOCK_UN)
 
     @contextmanager
     def read(self) -> Iterator["SQLiteDatabase"]:
